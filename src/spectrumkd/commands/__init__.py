@@ -1,0 +1,1 @@
+"""Thin subcommand modules: argument parsing and a call into the library (see ``cli.py``)."""

@@ -1,0 +1,142 @@
+"""Baseline curricula as plans of the same format, so every comparison runs through one trainer.
+
+- ``full``: every example, every epoch (the paper's KD baselines).
+- ``static``: one fixed band of the spectrum every epoch, ``[floor(low·N), floor(high·N))`` of the
+  sorted positions — e.g. the easiest 80% (``0.0–0.8``) or the 10%–90% band of Figure 3c.
+- ``babystep`` (TCL Baby Step, Wang et al. 2021 / Zhu et al. 2021): the spectrum is cut into ``B``
+  buckets of (nearly) equal size; stage ``s`` trains on buckets ``1..s`` (cumulative).
+- ``onepass`` (TCL One-Pass): stage ``s`` trains on bucket ``s`` alone.
+
+Stage lengths: with ``epochs_per_stage`` unset, the epochs are split into ``B`` consecutive stages
+as evenly as possible (earlier stages get the extra epoch). With ``epochs_per_stage = E``, stage
+``s`` covers epochs ``(s−1)·E + 1 .. s·E``; Baby Step then keeps training on all buckets for any
+remaining epochs (as in Baby Step's final phase), while One-Pass needs ``epochs = B·E`` exactly.
+
+The difficulty order is whatever the scores say: TCL's entropy or length proxies are just other
+scores files (``spectrumkd score --metric entropy|length``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spectrumkd import SpectrumKDError
+from spectrumkd.curriculum.plan import EpochPlan, Plan
+from spectrumkd.curriculum.spectrum import Spectrum, check_lambda, floor_count
+
+__all__ = ["full_plan", "static_plan", "babystep_plan", "onepass_plan", "stage_of_epochs"]
+
+
+def _plan_from_ranges(
+    spectrum: Spectrum, ranges: list[tuple[int, int]], temps: list[float], params: dict
+) -> Plan:
+    subsets = {r: spectrum.ids[r[0]:r[1]] for r in set(ranges)}  # shared, read-only (builder.py)
+    epochs = [
+        EpochPlan(
+            epoch=j,
+            start=lo,
+            ids=subsets[(lo, hi)],
+            temperature=float(t),
+            total_difficulty=spectrum.range_difficulty(lo, hi),
+        )
+        for j, ((lo, hi), t) in enumerate(zip(ranges, temps), start=1)
+    ]
+    used = np.zeros(spectrum.n_total, dtype=bool)
+    for lo, hi in set(ranges):
+        used[lo:hi] = True
+    zones = {
+        "early": [],
+        "continuous": [i for i, u in zip(spectrum.ids, used) if u],
+        "late": [],
+        "excluded": [i for i, u in zip(spectrum.ids, used) if not u],
+    }
+    return Plan(n_total=spectrum.n_total, params=params, zones=zones, epochs=epochs)
+
+
+def full_plan(spectrum: Spectrum, temps: list[float], params: dict | None = None) -> Plan:
+    """All examples (in ascending difficulty order) every epoch."""
+    ranges = [(0, spectrum.n_total)] * len(temps)
+    return _plan_from_ranges(spectrum, ranges, temps, {"curriculum": "full", **(params or {})})
+
+
+def static_plan(
+    spectrum: Spectrum, temps: list[float], low: float = 0.0, high: float = 0.8,
+    params: dict | None = None,
+) -> Plan:
+    """The band ``[floor(low·N), floor(high·N))`` of the spectrum every epoch.
+
+    >>> from spectrumkd.curriculum.spectrum import build_spectrum
+    >>> s = build_spectrum(list("abcdefghij"), list(range(10)), 0.0, 0.0)
+    >>> static_plan(s, [1.0], 0.1, 0.9).epochs[0].ids
+    ['b', 'c', 'd', 'e', 'f', 'g', 'h', 'i']
+    """
+    check_lambda("static low", low)
+    check_lambda("static high", high)
+    lo, hi = floor_count(low, spectrum.n_total), floor_count(high, spectrum.n_total)
+    if hi <= lo:
+        raise SpectrumKDError(
+            f"static subset [{low}, {high}) of {spectrum.n_total} examples is empty"
+        )
+    p = {"curriculum": "static", "static_low": low, "static_high": high, **(params or {})}
+    return _plan_from_ranges(spectrum, [(lo, hi)] * len(temps), temps, p)
+
+
+def stage_of_epochs(epochs: int, buckets: int, epochs_per_stage: int | None, *,
+                    allow_tail: bool) -> list[int]:
+    """0-based stage index of each epoch.
+
+    >>> stage_of_epochs(5, 3, None, allow_tail=True)
+    [0, 0, 1, 1, 2]
+    >>> stage_of_epochs(5, 2, 2, allow_tail=True)
+    [0, 0, 1, 1, 1]
+    """
+    if buckets < 1:
+        raise SpectrumKDError(f"buckets must be ≥ 1, got {buckets}")
+    if epochs < buckets:
+        raise SpectrumKDError(f"{buckets} buckets need at least {buckets} epochs, got {epochs}")
+    if epochs_per_stage is None:
+        return [int(s) for s, part in enumerate(np.array_split(np.arange(epochs), buckets))
+                for _ in part]
+    if epochs_per_stage < 1:
+        raise SpectrumKDError(f"epochs per stage must be ≥ 1, got {epochs_per_stage}")
+    need = buckets * epochs_per_stage
+    if epochs < need or (epochs > need and not allow_tail):
+        raise SpectrumKDError(
+            f"{buckets} buckets × {epochs_per_stage} epochs per stage = {need} epochs, "
+            f"but the plan has {epochs}"
+        )
+    return [min(buckets - 1, j // epochs_per_stage) for j in range(epochs)]
+
+
+def _bucket_bounds(n: int, buckets: int) -> list[tuple[int, int]]:
+    if buckets > n:
+        raise SpectrumKDError(f"{buckets} buckets for {n} examples: some would be empty")
+    sizes = [len(p) for p in np.array_split(np.arange(n), buckets)]
+    edges = np.concatenate(([0], np.cumsum(sizes))).tolist()
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def babystep_plan(
+    spectrum: Spectrum, temps: list[float], buckets: int = 3,
+    epochs_per_stage: int | None = None, params: dict | None = None,
+) -> Plan:
+    """TCL Baby Step: stage ``s`` trains on buckets ``1..s`` (cumulative)."""
+    bounds = _bucket_bounds(spectrum.n_total, buckets)
+    stages = stage_of_epochs(len(temps), buckets, epochs_per_stage, allow_tail=True)
+    ranges = [(0, bounds[s][1]) for s in stages]
+    p = {"curriculum": "babystep", "buckets": buckets, "epochs_per_stage": epochs_per_stage,
+         **(params or {})}
+    return _plan_from_ranges(spectrum, ranges, temps, p)
+
+
+def onepass_plan(
+    spectrum: Spectrum, temps: list[float], buckets: int = 3,
+    epochs_per_stage: int | None = None, params: dict | None = None,
+) -> Plan:
+    """TCL One-Pass: stage ``s`` trains on bucket ``s`` alone."""
+    bounds = _bucket_bounds(spectrum.n_total, buckets)
+    stages = stage_of_epochs(len(temps), buckets, epochs_per_stage, allow_tail=False)
+    ranges = [bounds[s] for s in stages]
+    p = {"curriculum": "onepass", "buckets": buckets, "epochs_per_stage": epochs_per_stage,
+         **(params or {})}
+    return _plan_from_ranges(spectrum, ranges, temps, p)
