@@ -1,0 +1,55 @@
+"""KD objectives: six per-token divergences, the paper's objective, chunked/fused and sparse paths.
+
+torch only (never transformers/accelerate). Notation and conventions: DESIGN.md §6 — p = teacher,
+q = student, both ``softmax(logits / τ)`` in float32; objective ``ce_weight·CE + (1−ce_weight)·τ²·D``
+summed over unmasked tokens and divided by the caller's token count.
+
+- :mod:`.divergences` — ``fkl, rkl, jsd, tvd, skl, srkl`` per token, and their analytic gradients.
+- :mod:`.objective` — :func:`kd_loss`, :class:`KDLoss`, anchor presets (:func:`preset`).
+- :mod:`.chunked` — :func:`chunked_kd_loss` (from logits) and :func:`fused_kd_loss` (from hidden
+  states and LM heads), exact and memory-light.
+- :mod:`.sparse` — :func:`sparse_kd_loss` against top-k teacher targets, :func:`retemper`.
+- :mod:`.vocab` — :func:`shared_vocab_logits`, :func:`check_tokenizers_match`.
+"""
+
+from spectrumkd.losses.chunked import chunked_kd_loss, default_chunk_size, fused_kd_loss
+from spectrumkd.losses.divergences import (
+    DIVERGENCES,
+    divergence,
+    divergence_and_grad,
+    divergence_from_log_probs,
+    forward_kl,
+    jensen_shannon,
+    reverse_kl,
+    skew_forward_kl,
+    skew_reverse_kl,
+    total_variation,
+)
+from spectrumkd.losses.objective import KDLoss, Preset, kd_loss, preset
+from spectrumkd.losses.sparse import retemper, sparse_kd_loss, topk_teacher
+from spectrumkd.losses.vocab import check_tokenizers_match, shared_vocab_logits
+
+__all__ = [
+    "DIVERGENCES",
+    "KDLoss",
+    "Preset",
+    "check_tokenizers_match",
+    "chunked_kd_loss",
+    "default_chunk_size",
+    "divergence",
+    "divergence_and_grad",
+    "divergence_from_log_probs",
+    "forward_kl",
+    "fused_kd_loss",
+    "jensen_shannon",
+    "kd_loss",
+    "preset",
+    "retemper",
+    "reverse_kl",
+    "shared_vocab_logits",
+    "skew_forward_kl",
+    "skew_reverse_kl",
+    "sparse_kd_loss",
+    "topk_teacher",
+    "total_variation",
+]

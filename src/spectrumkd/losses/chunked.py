@@ -1,0 +1,432 @@
+"""Memory-light KD: the objective of :mod:`.objective` computed chunk by chunk of tokens.
+
+Two paths, both exact (same value and gradients as the dense :func:`~spectrumkd.losses.kd_loss`):
+
+- :func:`chunked_kd_loss` takes full logits and never holds more than ``chunk_size × V`` float32
+  probabilities of either model at once; the only full-size tensor it allocates is the gradient
+  w.r.t. the student logits, in their dtype (which any path must return).
+- :func:`fused_kd_loss` takes the student's last hidden states and LM-head weight (and the teacher's
+  logits, or its hidden states and LM-head weight) and forms the logits chunk by chunk inside the
+  loss, so the full ``[tokens × vocab]`` logits of neither model ever exist; its gradients are
+  ``[tokens × hidden]`` and ``[vocab × hidden]``.
+
+As in Liger-Kernel's chunked distillation losses (``LigerFusedLinearDistillationBase``), the gradient
+with respect to each chunk's logits is computed analytically during the forward pass
+(:func:`spectrumkd.losses.divergences.divergence_and_grad`, plus ``softmax − onehot`` for CE) and
+stored, so backward only scales it by the incoming gradient. Only unmasked positions (label ≠
+``ignore_index``) are computed at all. Teacher inputs are constants (no gradient).
+
+Not supported: double backward (second derivatives). The stored gradient is handed to autograd on
+the first backward (no copy); a second backward of the same graph (``retain_graph=True``)
+recomputes it from the inputs, which are saved by reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from spectrumkd import SpectrumKDError
+from spectrumkd.losses.divergences import _log_probs, divergence_and_grad
+from spectrumkd.losses.objective import (
+    KDLoss,
+    check_objective_args,
+    token_denominator,
+)
+
+
+def default_chunk_size(vocab_size: int) -> int:
+    """Tokens per chunk so that one float32 ``chunk × V`` buffer is about 32 MiB (≥ 16 tokens).
+
+    >>> default_chunk_size(49152), default_chunk_size(151936)
+    (170, 55)
+    """
+    return max(16, (1 << 23) // max(1, vocab_size))
+
+
+@dataclass(frozen=True)
+class _Config:
+    divergence: str
+    temperature: float
+    ce_weight: float
+    skew: float
+    teacher_weight: float
+    kd_active: bool
+
+
+def _row_chunks(mask: Tensor, chunk_size: int) -> Iterator[tuple[slice, Tensor | None]]:
+    """Contiguous row ranges of ≤ ``chunk_size`` rows that hold unmasked rows.
+
+    Yields ``(rows, partial_mask)``: ``partial_mask`` is None when every row of the range is
+    unmasked. Ranges are trimmed to their first/last unmasked row and fully masked ranges are
+    skipped, so prompt and padding spans cost nothing. (Contiguous slices, not ``index_select``:
+    gathering scattered ``V``-wide rows is many times slower on CPU than the loss itself.)
+    """
+    flags = mask.tolist()
+    n = len(flags)
+    for lo in range(0, n, chunk_size):
+        hi = min(lo + chunk_size, n)
+        rows = flags[lo:hi]
+        if not any(rows):
+            continue
+        first = rows.index(True)
+        last = len(rows) - rows[::-1].index(True)
+        part = rows[first:last]
+        yield slice(lo + first, lo + last), (None if all(part) else mask[lo + first : lo + last])
+
+
+def _chunk_loss_and_grad(
+    z: Tensor, t: Tensor | None, y: Tensor, m: Tensor | None, cfg: _Config, need_grad: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Summed CE and D over one chunk (rows with ``m`` False excluded), and the gradient.
+
+    The gradient is d(ce_w·CE + (1−ce_w)·τ²·D)/dz in float32, 0 on excluded rows.
+    """
+    tau, ce_w = cfg.temperature, cfg.ce_weight
+    grad = None
+    log_q = None
+    if m is not None:
+        y = y.clamp(min=0)  # excluded rows carry -1; any id keeps gather valid
+    if cfg.kd_active:
+        assert t is not None
+        d, grad_kd, log_q = divergence_and_grad(
+            cfg.divergence, z, t, temperature=tau, skew=cfg.skew, teacher_weight=cfg.teacher_weight
+        )
+        kd_sum = (d if m is None else torch.where(m, d, 0.0)).sum()
+        if need_grad:
+            grad = grad_kd.mul_((1.0 - ce_w) * tau * tau)
+    log_q1 = log_q if (log_q is not None and tau == 1.0) else _log_probs(z, 1.0)  # (C, V)
+    ce = -log_q1.gather(1, y.unsqueeze(1)).squeeze(1)  # (C,)
+    ce_sum = (ce if m is None else torch.where(m, ce, 0.0)).sum()
+    if not cfg.kd_active:
+        kd_sum = ce_sum.new_zeros(())
+    if need_grad and ce_w > 0.0:
+        soft = log_q1.exp_()  # softmax(z), in place: log_q1 is not needed any more
+        soft[torch.arange(len(y), device=y.device), y] -= 1.0
+        grad = soft.mul_(ce_w) if grad is None else grad.add_(soft, alpha=ce_w)
+    if need_grad and grad is None:  # ce_weight = 0 and no KD: the loss is constant
+        grad = torch.zeros_like(log_q1)
+    if grad is not None and m is not None:
+        grad.masked_fill_(~m.unsqueeze(1), 0.0)
+    return ce_sum, kd_sum, grad
+
+
+def _finish(
+    ce_sum: Tensor, kd_sum: Tensor, den: Tensor, cfg: _Config
+) -> tuple[Tensor, Tensor, Tensor]:
+    ce, kd = ce_sum / den, kd_sum / den
+    total = cfg.ce_weight * ce + (1.0 - cfg.ce_weight) * cfg.temperature**2 * kd
+    return total, ce, kd
+
+
+def _is_one(g: Tensor) -> bool:
+    return g.numel() == 1 and bool(g == 1)
+
+
+def _logits_pass(
+    z: Tensor, t: Tensor | None, y: Tensor, cfg: _Config, den: Tensor, chunk: int, need_grad: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """One pass over the chunks: summed CE and D, and d total / dz ``(N, V)`` if asked."""
+    # z: (N, V) student logits, t: (N, V) teacher logits or None, y: (N,) labels (-1 = masked)
+    mask = y >= 0
+    grad_z = torch.empty_like(z) if need_grad else None  # (N, V), the only full-size buffer
+    if grad_z is not None:
+        grad_z.index_fill_(0, (~mask).nonzero().squeeze(1), 0.0)
+    ce_sum = torch.zeros((), dtype=torch.float64 if z.dtype == torch.float64 else torch.float32)
+    kd_sum = torch.zeros_like(ce_sum)
+    inv_den = 1.0 / den
+    for sel, m in _row_chunks(mask, chunk):
+        t_c = None if t is None else t[sel]
+        ce_c, kd_c, g = _chunk_loss_and_grad(z[sel], t_c, y[sel], m, cfg, need_grad)
+        ce_sum += ce_c
+        kd_sum += kd_c
+        if grad_z is not None and g is not None:
+            grad_z[sel].copy_(g.mul_(inv_den))
+    return ce_sum, kd_sum, grad_z
+
+
+class _ChunkedKD(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z: Tensor, t: Tensor | None, y: Tensor, cfg: _Config, den: Tensor, chunk: int):  # type: ignore[override]
+        ce_sum, kd_sum, grad_z = _logits_pass(z, t, y, cfg, den, chunk, ctx.needs_input_grad[0])
+        # Inputs are saved by reference (no copy), only to recompute if backward runs twice.
+        ctx.save_for_backward(z, t, y, den)
+        ctx.cfg, ctx.chunk, ctx.grad_z = cfg, chunk, grad_z
+        total, ce, kd = _finish(ce_sum, kd_sum, den, cfg)
+        ctx.mark_non_differentiable(ce, kd)
+        return total, ce, kd
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_total: Tensor, _g_ce: Tensor, _g_kd: Tensor):  # type: ignore[override]
+        grad_z = ctx.grad_z
+        ctx.grad_z = None  # hand the buffer to autograd: no copy, freed with the graph
+        if grad_z is None:  # a second backward (retain_graph=True): recompute
+            z, t, y, den = ctx.saved_tensors
+            grad_z = _logits_pass(z, t, y, ctx.cfg, den, ctx.chunk, True)[2]
+        if not _is_one(g_total):
+            grad_z.mul_(g_total.to(grad_z.dtype))
+        return grad_z, None, None, None, None, None
+
+
+def _prepare(
+    labels: Tensor, ignore_index: int, num_tokens: int | Tensor | None
+) -> tuple[Tensor, Tensor, int | Tensor]:
+    y = labels.reshape(-1)
+    mask = y != ignore_index
+    if bool((y[mask] < 0).any()):
+        raise SpectrumKDError(f"labels hold negative ids other than ignore_index={ignore_index}")
+    den, count = token_denominator(mask, num_tokens)
+    return torch.where(mask, y, -1), den, count
+
+
+def chunked_kd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor | None,
+    labels: Tensor,
+    *,
+    divergence: str = "fkl",
+    temperature: float = 1.0,
+    ce_weight: float = 0.3,
+    num_tokens: int | Tensor | None = None,
+    ignore_index: int = -100,
+    skew: float = 0.1,
+    teacher_weight: float = 0.5,
+    chunk_size: int | None = None,
+) -> KDLoss:
+    """:func:`~spectrumkd.losses.kd_loss` computed ``chunk_size`` tokens at a time (same formula).
+
+    ``total = [ce_weight·Σ CE_t + (1−ce_weight)·τ²·Σ D_t] / n`` over unmasked tokens (see
+    :func:`~spectrumkd.losses.kd_loss` for every term and end point). Shapes: logits ``(..., V)``,
+    labels ``(...)``. Peak extra memory: the ``(..., V)`` gradient in the student's dtype plus a few
+    float32 ``chunk_size × V`` buffers, instead of several float32 ``(..., V)`` tensors. Reference:
+    Liger-Kernel's chunked distillation losses (analytic per-chunk gradients). ``chunk_size=None``
+    picks :func:`default_chunk_size`. ``ce`` and ``kd`` are detached; teacher logits get no gradient.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> s, t = torch.randn(2, 5, 11, generator=g), torch.randn(2, 5, 11, generator=g)
+    >>> y = torch.randint(0, 11, (2, 5), generator=g)
+    >>> from spectrumkd.losses import kd_loss
+    >>> a, b = kd_loss(s, t, y, divergence="jsd"), chunked_kd_loss(s, t, y, divergence="jsd", chunk_size=3)
+    >>> bool(torch.allclose(a.total, b.total))
+    True
+    """
+    kd_active = check_objective_args(divergence, temperature, ce_weight, skew, teacher_weight)
+    if student_logits.shape[:-1] != labels.shape:
+        raise SpectrumKDError(
+            f"labels {tuple(labels.shape)} do not match the logits' positions "
+            f"{tuple(student_logits.shape[:-1])}; labels must be aligned (already shifted)"
+        )
+    vocab = student_logits.shape[-1]
+    t = None
+    if kd_active:
+        if teacher_logits is None:
+            raise SpectrumKDError(
+                f"divergence {divergence!r} with ce_weight < 1 needs teacher_logits"
+            )
+        if teacher_logits.shape != student_logits.shape:
+            raise SpectrumKDError(
+                f"student logits {tuple(student_logits.shape)} and teacher logits "
+                f"{tuple(teacher_logits.shape)} differ in shape; slice both to the shared tokenizer "
+                "length with spectrumkd.losses.shared_vocab_logits"
+            )
+        t = teacher_logits.detach().reshape(-1, vocab)
+    chunk = default_chunk_size(vocab) if chunk_size is None else int(chunk_size)
+    if chunk < 1:
+        raise SpectrumKDError(f"chunk_size must be >= 1, got {chunk_size}")
+    y, den, count = _prepare(labels, ignore_index, num_tokens)
+    cfg = _Config(
+        divergence,
+        float(temperature),
+        float(ce_weight) if kd_active else 1.0,
+        float(skew),
+        float(teacher_weight),
+        kd_active,
+    )
+    z = student_logits.reshape(-1, vocab)
+    total, ce, kd = _ChunkedKD.apply(z, t, y, cfg, den, chunk)
+    return KDLoss(total=total, ce=ce, kd=kd, num_tokens=count)
+
+
+def _fused_pass(
+    h: Tensor,  # (N, H) student hidden states
+    w: Tensor,  # (V_s, H) student LM head
+    y: Tensor,  # (N,) labels, -1 = masked
+    t_logits: Tensor | None,  # (N, V_t) or None
+    t_h: Tensor | None,  # (N, H_t) or None
+    t_w: Tensor | None,  # (V_t, H_t) or None
+    cfg: _Config,
+    den: Tensor,
+    chunk: int,
+    vocab: int,
+    need_h: bool,
+    need_w: bool,
+) -> tuple[Tensor, Tensor, list[Tensor | None]]:
+    """One pass over the chunks: summed CE and D, and the gradients w.r.t. h and w if asked."""
+    mask = y >= 0
+    w_v = w[:vocab]  # (V, H)
+    grad_h = torch.zeros_like(h) if need_h else None
+    # Accumulate the LM-head gradient in float32 across chunks whatever the weight's dtype.
+    acc_dtype = torch.float64 if w.dtype == torch.float64 else torch.float32
+    grad_w = torch.zeros(w.shape, dtype=acc_dtype, device=w.device) if need_w else None
+    ce_sum = torch.zeros((), dtype=torch.float64 if h.dtype == torch.float64 else torch.float32)
+    kd_sum = torch.zeros_like(ce_sum)
+    inv_den = 1.0 / den
+    for sel, m in _row_chunks(mask, chunk):
+        h_c = h[sel]  # (C, H)
+        z_c = h_c @ w_v.T  # (C, V), in the model's dtype, as the LM head would produce it
+        t_c = None
+        if cfg.kd_active:
+            if t_logits is not None:
+                t_c = t_logits[sel, :vocab]
+            else:
+                assert t_h is not None and t_w is not None
+                t_c = t_h[sel] @ t_w[:vocab].T  # (C, V)
+        ce_c, kd_c, g = _chunk_loss_and_grad(z_c, t_c, y[sel], m, cfg, need_h or need_w)
+        ce_sum += ce_c
+        kd_sum += kd_c
+        if g is None:
+            continue
+        g = g.mul_(inv_den).to(h.dtype)  # (C, V)
+        if grad_h is not None:
+            grad_h[sel] = g @ w_v  # (C, H)
+        if grad_w is not None:
+            grad_w[:vocab].addmm_(g.T.to(acc_dtype), h_c.to(acc_dtype))  # (V, H)
+    return ce_sum, kd_sum, [grad_h, None if grad_w is None else grad_w.to(w.dtype)]
+
+
+class _FusedKD(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, w, y, t_logits, t_h, t_w, cfg, den, chunk, vocab):  # type: ignore[override]
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ce_sum, kd_sum, grads = _fused_pass(
+            h, w, y, t_logits, t_h, t_w, cfg, den, chunk, vocab, need_h, need_w
+        )
+        ctx.save_for_backward(h, w, y, t_logits, t_h, t_w, den)  # by reference, for a 2nd backward
+        ctx.cfg, ctx.chunk, ctx.vocab, ctx.grads = cfg, chunk, vocab, grads
+        total, ce, kd = _finish(ce_sum, kd_sum, den, cfg)
+        ctx.mark_non_differentiable(ce, kd)
+        return total, ce, kd
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_total: Tensor, _g_ce: Tensor, _g_kd: Tensor):  # type: ignore[override]
+        grads = ctx.grads
+        ctx.grads = None
+        if grads is None:  # a second backward (retain_graph=True): recompute
+            h, w, y, t_logits, t_h, t_w, den = ctx.saved_tensors
+            need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+            grads = _fused_pass(
+                h, w, y, t_logits, t_h, t_w, ctx.cfg, den, ctx.chunk, ctx.vocab, need_h, need_w
+            )[2]
+        if not _is_one(g_total):
+            grads = [None if x is None else x.mul_(g_total.to(x.dtype)) for x in grads]
+        return grads[0], grads[1], None, None, None, None, None, None, None, None
+
+
+def fused_kd_loss(
+    student_hidden: Tensor,
+    student_lm_head_weight: Tensor,
+    labels: Tensor,
+    *,
+    teacher_logits: Tensor | None = None,
+    teacher_hidden: Tensor | None = None,
+    teacher_lm_head_weight: Tensor | None = None,
+    divergence: str = "fkl",
+    temperature: float = 1.0,
+    ce_weight: float = 0.3,
+    num_tokens: int | Tensor | None = None,
+    ignore_index: int = -100,
+    skew: float = 0.1,
+    teacher_weight: float = 0.5,
+    vocab_size: int | None = None,
+    chunk_size: int | None = None,
+) -> KDLoss:
+    """:func:`~spectrumkd.losses.kd_loss` from hidden states and LM heads, logits formed per chunk.
+
+    ``student_logits = student_hidden @ student_lm_head_weight.T`` (no bias, as in GPT-2/Llama/Qwen
+    LM heads), likewise for the teacher unless ``teacher_logits`` is given; then the objective
+    ``[ce_weight·Σ CE_t + (1−ce_weight)·τ²·Σ D_t] / n`` exactly as :func:`~spectrumkd.losses.kd_loss`.
+
+    Shapes: ``student_hidden (..., H)``, ``student_lm_head_weight (V_s, H)``, ``labels (...)``
+    aligned (the caller shifts); teacher either ``teacher_logits (..., V_t)`` or ``teacher_hidden
+    (..., H_t)`` with ``teacher_lm_head_weight (V_t, H_t)``. Both vocabularies are cut to
+    ``vocab_size`` (the shared tokenizer length; required when V_s ≠ V_t — never zero-padded).
+    Gradients flow to ``student_hidden`` and ``student_lm_head_weight`` only (rows beyond
+    ``vocab_size`` get 0). Reference: Liger-Kernel ``LigerFusedLinearJSDLoss`` /
+    ``LigerFusedLinearDistillationBase`` (chunked logits, analytic gradients in forward).
+    End points as :func:`~spectrumkd.losses.kd_loss`; ``chunk_size=None`` → :func:`default_chunk_size`.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> h, w = torch.randn(6, 4, generator=g), torch.randn(9, 4, generator=g)
+    >>> t = torch.randn(6, 9, generator=g)
+    >>> y = torch.tensor([1, 2, -100, 3, 4, 5])
+    >>> from spectrumkd.losses import kd_loss
+    >>> a = fused_kd_loss(h, w, y, teacher_logits=t, chunk_size=4).total
+    >>> bool(torch.allclose(a, kd_loss(h @ w.T, t, y).total))
+    True
+    """
+    kd_active = check_objective_args(divergence, temperature, ce_weight, skew, teacher_weight)
+    if student_hidden.shape[:-1] != labels.shape:
+        raise SpectrumKDError(
+            f"labels {tuple(labels.shape)} do not match the hidden states' positions "
+            f"{tuple(student_hidden.shape[:-1])}; labels must be aligned (already shifted)"
+        )
+    hidden = student_hidden.shape[-1]
+    if student_lm_head_weight.dim() != 2 or student_lm_head_weight.shape[1] != hidden:
+        raise SpectrumKDError(
+            f"student LM-head weight {tuple(student_lm_head_weight.shape)} is not (V, {hidden})"
+        )
+    vocabs = [student_lm_head_weight.shape[0]]
+    t_logits = t_h = t_w = None
+    if kd_active:
+        if teacher_logits is not None:
+            if teacher_logits.shape[:-1] != labels.shape:
+                raise SpectrumKDError(
+                    f"teacher logits {tuple(teacher_logits.shape)} do not match labels {tuple(labels.shape)}"
+                )
+            t_logits = teacher_logits.detach().reshape(-1, teacher_logits.shape[-1])
+            vocabs.append(teacher_logits.shape[-1])
+        elif teacher_hidden is not None and teacher_lm_head_weight is not None:
+            if teacher_hidden.shape[:-1] != labels.shape:
+                raise SpectrumKDError(
+                    f"teacher hidden states {tuple(teacher_hidden.shape)} do not match labels {tuple(labels.shape)}"
+                )
+            t_h = teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1])
+            t_w = teacher_lm_head_weight.detach()
+            vocabs.append(t_w.shape[0])
+        else:
+            raise SpectrumKDError(
+                "fused_kd_loss needs teacher_logits, or teacher_hidden and teacher_lm_head_weight, "
+                f"for divergence {divergence!r} with ce_weight < 1"
+            )
+    if vocab_size is None:
+        if len(set(vocabs)) > 1:
+            raise SpectrumKDError(
+                f"student and teacher vocabularies differ ({vocabs[0]} vs {vocabs[1]} rows); pass "
+                "vocab_size = the shared tokenizer length"
+            )
+        vocab_size = vocabs[0]
+    if not 1 <= vocab_size <= min(vocabs):
+        raise SpectrumKDError(f"vocab_size {vocab_size} exceeds a vocabulary ({vocabs}) or is < 1")
+    chunk = default_chunk_size(vocab_size) if chunk_size is None else int(chunk_size)
+    if chunk < 1:
+        raise SpectrumKDError(f"chunk_size must be >= 1, got {chunk_size}")
+    y, den, count = _prepare(labels, ignore_index, num_tokens)
+    cfg = _Config(
+        divergence,
+        float(temperature),
+        float(ce_weight) if kd_active else 1.0,
+        float(skew),
+        float(teacher_weight),
+        kd_active,
+    )
+    h = student_hidden.reshape(-1, hidden)
+    total, ce, kd = _FusedKD.apply(
+        h, student_lm_head_weight, y, t_logits, t_h, t_w, cfg, den, chunk, int(vocab_size)
+    )
+    return KDLoss(total=total, ce=ce, kd=kd, num_tokens=count)

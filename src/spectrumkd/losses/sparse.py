@@ -1,0 +1,132 @@
+"""The KD objective against a sparse teacher: top-k token ids and log-probabilities per position.
+
+This is the format a teacher-logit cache stores: for each position, the teacher's k most probable
+token ids and their log-probabilities **at temperature 1** (``log softmax(teacher_logits)``).
+
+Missing tail mass — the choice, and why. The teacher's mass outside its top-k set S is unknown
+(only its total at τ = 1, and not how it re-tempers), so both distributions are taken *conditioned
+on S*: ``p̃ = softmax(log p_S / τ)`` and ``q̃ = softmax(student_logits_S / τ)``, renormalised over the
+k ids, and D(p̃, q̃) is any of the six divergences. Reasons: (1) re-tempering is exact —
+``softmax(log p_S / τ)`` over S is precisely the τ-tempered teacher conditioned on S, whereas a tail
+bucket's tempered mass cannot be known from cached values; (2) every divergence stays finite
+(a zero-mass teacher tail would make ``rkl``/``srkl``/``tvd`` against a full student ill-posed);
+(3) with k = V (any order of ids) it *is* the dense objective, exactly. Cost of the choice: the KD
+term does not see the student's mass outside S (for ``fkl`` the full-vocabulary student version
+differs by −log q(S)); the CE term, computed on the full student logits, still does.
+
+Not here: building or storing the cache (the trainer's teacher cache does; :func:`topk_teacher`
+makes the targets from dense logits). Ids within one position must be distinct; entries whose
+teacher log-probability is −inf (padding) are outside the support for both models.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from spectrumkd import SpectrumKDError
+from spectrumkd.losses.divergences import _log_probs, divergence_from_log_probs
+from spectrumkd.losses.objective import KDLoss, check_objective_args, combine, token_denominator
+
+
+def topk_teacher(teacher_logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The cache format: ``(ids (..., k) int64, logprobs (..., k) float32)`` at temperature 1.
+
+    ``logprobs = log_softmax(teacher_logits.float())`` at the k largest entries, in decreasing order.
+    End point: k = V returns every id (a permutation of the vocabulary).
+
+    >>> ids, lp = topk_teacher(torch.tensor([[0.0, 2.0, 1.0]]), 2)
+    >>> ids.tolist()
+    [[1, 2]]
+    """
+    if not 1 <= k <= teacher_logits.shape[-1]:
+        raise SpectrumKDError(f"k must be in [1, {teacher_logits.shape[-1]}], got {k}")
+    logprobs, ids = _log_probs(teacher_logits.detach(), 1.0).topk(k, dim=-1)
+    return ids, logprobs
+
+
+def retemper(logprobs: Tensor, temperature: float) -> Tensor:
+    """Re-temper cached τ = 1 log-probabilities over their support: ``log softmax(logprobs / τ)``.
+
+    Shapes ``(..., k)`` → ``(..., k)``, float32. Exact for the teacher conditioned on the support,
+    since ``log p_v = z_v − logsumexp(z)`` and the constant cancels in the softmax. End point: τ = 1
+    renormalises (a no-op when the support holds all the mass). −inf entries (padding) stay −inf.
+
+    >>> lp = torch.log_softmax(torch.tensor([1.0, 3.0, 0.0]), -1)
+    >>> bool(torch.allclose(retemper(lp, 2.0), torch.log_softmax(torch.tensor([1.0, 3.0, 0.0]) / 2, -1)))
+    True
+    """
+    if not temperature > 0:
+        raise SpectrumKDError(f"temperature must be > 0, got {temperature}")
+    return _log_probs(logprobs, temperature)
+
+
+def sparse_kd_loss(
+    student_logits: Tensor,
+    teacher_ids: Tensor,
+    teacher_logprobs: Tensor,
+    labels: Tensor,
+    *,
+    divergence: str = "fkl",
+    temperature: float = 1.0,
+    ce_weight: float = 0.3,
+    num_tokens: int | Tensor | None = None,
+    ignore_index: int = -100,
+    skew: float = 0.1,
+    teacher_weight: float = 0.5,
+) -> KDLoss:
+    """:func:`~spectrumkd.losses.kd_loss` with the teacher given as top-k ids and τ = 1 log-probs.
+
+    ``total = [ce_weight·Σ_t CE_t + (1−ce_weight)·τ²·Σ_t D(p̃_t, q̃_t)] / n`` over tokens with
+    label ≠ ``ignore_index``; ``p̃ = softmax(teacher_logprobs / τ)`` and ``q̃ = softmax(student_logits
+    gathered at teacher_ids / τ)``, both over the k ids (see the module docstring for why the tail is
+    handled by conditioning on the support). CE uses the full, raw student logits.
+
+    Shapes: ``student_logits (..., V)``, ``teacher_ids (..., k)`` int64 (distinct per position),
+    ``teacher_logprobs (..., k)`` (−inf allowed for padding), ``labels (...)`` aligned. Reference:
+    top-k logit distillation, cf. Anshumann et al. 2025 "Sparse logit sampling" on its bias.
+    End points: k = V equals the dense :func:`~spectrumkd.losses.kd_loss` exactly; k = 1 makes every
+    divergence 0 (one-point distributions); all tokens masked → 0.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> s, t = torch.randn(3, 6, generator=g), torch.randn(3, 6, generator=g)
+    >>> y = torch.tensor([0, 1, 2])
+    >>> from spectrumkd.losses import kd_loss
+    >>> a = sparse_kd_loss(s, *topk_teacher(t, 6), y, divergence="rkl", temperature=2.0).total
+    >>> bool(torch.allclose(a, kd_loss(s, t, y, divergence="rkl", temperature=2.0).total))
+    True
+    """
+    kd_active = check_objective_args(divergence, temperature, ce_weight, skew, teacher_weight)
+    ce_weight = ce_weight if kd_active else 1.0  # no KD term: plain SFT
+    if student_logits.shape[:-1] != labels.shape:
+        raise SpectrumKDError(
+            f"labels {tuple(labels.shape)} do not match the logits' positions "
+            f"{tuple(student_logits.shape[:-1])}; labels must be aligned (already shifted)"
+        )
+    if teacher_ids.shape != teacher_logprobs.shape or teacher_ids.shape[:-1] != labels.shape:
+        raise SpectrumKDError(
+            f"teacher ids {tuple(teacher_ids.shape)} and log-probs {tuple(teacher_logprobs.shape)} "
+            f"must both be (*labels.shape, k) with labels {tuple(labels.shape)}"
+        )
+    mask = labels != ignore_index  # (...)
+    den, count = token_denominator(mask, num_tokens)
+    safe_y = torch.where(mask, labels, 0).unsqueeze(-1)  # (..., 1)
+    with torch.set_grad_enabled(torch.is_grad_enabled() and ce_weight > 0):
+        log_q1 = _log_probs(student_logits, 1.0)  # (..., V)
+    ce_sum = torch.where(mask, -log_q1.gather(-1, safe_y).squeeze(-1), 0.0).sum()
+    if ce_weight == 0:
+        ce_sum = ce_sum.detach()
+    if not kd_active:
+        return combine(ce_sum, ce_sum.new_zeros(()), den, count, 1.0, temperature)  # plain SFT
+    z_s = student_logits.gather(-1, teacher_ids.long())  # (..., k)
+    # A −inf teacher entry (padding of a short row) is outside the support for the student too.
+    z_s = torch.where(teacher_logprobs == -math.inf, -math.inf, z_s)
+    log_q = _log_probs(z_s, temperature)
+    log_p = retemper(teacher_logprobs.detach(), temperature)
+    d_tok = divergence_from_log_probs(
+        divergence, log_q, log_p, skew=skew, teacher_weight=teacher_weight
+    )
+    kd_sum = torch.where(mask, d_tok, 0.0).sum()
+    return combine(ce_sum, kd_sum, den, count, ce_weight, temperature)

@@ -1,0 +1,1 @@
+"""Float64 reference implementations, written simply and independently of ``spectrumkd.losses``."""
