@@ -16,6 +16,7 @@ from spectrumkd import SpectrumKDError, __version__
 
 COMMANDS: dict[str, str] = {
     "plan": "spectrumkd.commands.plan",
+    "score": "spectrumkd.commands.score",
 }
 
 

@@ -1,0 +1,141 @@
+"""``spectrumkd score``: data + model → difficulty scores file (DESIGN.md §4) and dropped.jsonl.
+
+Runs under ``torchrun`` / ``accelerate launch`` too: each process scores its share of the batches
+and the main process writes one file. Imports torch and transformers only inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+HELP = "Score every training example's difficulty with the untrained student (one forward pass)."
+
+
+def _field(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or key not in ("instruction", "input", "output", "references"):
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=COLUMN with KEY in instruction/input/output/references, got {text!r}"
+        )
+    return key, value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True,
+                   help="hub id, local folder, .gguf file, or tiny-random:llama|gpt2[?layers=2&hidden=64]")
+    p.add_argument("--gguf-file", default=None, help="GGUF file name inside the --model folder")
+    p.add_argument("--data", required=True, help="a .jsonl/.json/.parquet file or a hub dataset name")
+    p.add_argument("--split", default="train", help="hub dataset split (default train)")
+    p.add_argument("--field", type=_field, action="append", default=[], metavar="KEY=COLUMN",
+                   help="map a column, e.g. --field instruction=prompt (repeatable)")
+    p.add_argument("--template", default="dolly", choices=["dolly", "math", "code", "chat", "raw"],
+                   help="prompt template (default dolly: the paper's Figure 5 / MiniLLM)")
+    p.add_argument("--few-shot", default=None, metavar="FILE",
+                   help="math template: draw few-shot examples from this training file")
+    p.add_argument("--num-shots", type=int, default=8, help="few-shot examples (default 8)")
+    p.add_argument("--metric", default="ce", choices=["ce", "entropy", "rougel", "length"],
+                   help="difficulty metric (default ce)")
+    p.add_argument("--reduction", default="mean", choices=["mean", "sum"],
+                   help="per-example reduction over response tokens (default mean)")
+    p.add_argument("--batch-tokens", type=int, default=4096,
+                   help="padded tokens per batch, rows × longest (default 4096)")
+    p.add_argument("--max-prompt-length", type=int, default=256, help="drop longer prompts (256)")
+    p.add_argument("--max-length", type=int, default=512, help="drop longer examples (512)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="rougel: greedy answer length")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N rows")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16", "fp32", "bf16", "fp16"],
+                   help="model dtype (default float32; bf16 only pays on a GPU)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
+    p.add_argument("--no-gguf-cache", action="store_true",
+                   help="do not keep a dequantised copy of a GGUF model under ~/.cache/spectrumkd")
+    p.add_argument("--overwrite", action="store_true", help="replace a scores file from another run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, help="scores JSON Lines file; dropped.jsonl goes beside it")
+
+
+def _init_distributed() -> tuple[int, int]:
+    """Join the process group set up by torchrun / accelerate launch; returns (rank, local_rank)."""
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 0
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        torch.distributed.init_process_group(backend=backend)
+    return torch.distributed.get_rank(), local_rank
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from spectrumkd import SpectrumKDError
+    from spectrumkd.data import build_examples, load_records, math_few_shot, write_dropped
+    from spectrumkd.models import cached_gguf_folder, load_model, load_tokenizer
+    from spectrumkd.scoring import run_scoring
+
+    rank, local_rank = _init_distributed()
+    device = args.device
+    if device is None and int(os.environ.get("WORLD_SIZE", "1")) > 1 and torch.cuda.is_available():
+        device = f"cuda:{local_rank}"
+    try:
+        spec, gguf_file = args.model, args.gguf_file
+        is_gguf = gguf_file is not None or spec.endswith(".gguf")
+        if is_gguf and not args.no_gguf_cache:
+            path = Path(spec) / gguf_file if gguf_file else Path(spec)
+            if not path.is_file():
+                raise SpectrumKDError(f"GGUF file {path} does not exist")
+            if rank == 0:
+                spec = str(cached_gguf_folder(path))
+            if torch.distributed.is_initialized():
+                box = [spec]
+                torch.distributed.broadcast_object_list(box, src=0)
+                spec = box[0]
+            else:
+                spec = str(cached_gguf_folder(path))
+            gguf_file = None
+        t0 = time.perf_counter()
+        tokenizer = load_tokenizer(spec, gguf_file=gguf_file, trust_remote_code=args.trust_remote_code)
+        model = load_model(spec, gguf_file=gguf_file, dtype=args.dtype, device=device,
+                           trust_remote_code=args.trust_remote_code)
+        t_load = time.perf_counter() - t0
+        records = load_records(args.data, split=args.split, fields=dict(args.field), limit=args.limit)
+        few_shot = []
+        if args.few_shot:
+            if args.template != "math":
+                raise SpectrumKDError("--few-shot goes with --template math")
+            few_shot = math_few_shot(load_records(args.few_shot), args.num_shots)
+        examples, dropped = build_examples(
+            records, tokenizer, template=args.template,
+            max_prompt_length=args.max_prompt_length, max_length=args.max_length, few_shot=few_shot,
+        )
+        out = Path(args.out)
+        if rank == 0:
+            write_dropped(out.parent / "dropped.jsonl", dropped)
+        t1 = time.perf_counter()
+        scores = run_scoring(
+            model, examples, out,
+            model_name=args.model + (f"::{args.gguf_file}" if args.gguf_file else ""),
+            template=args.template, max_length=args.max_length,
+            max_prompt_length=args.max_prompt_length, metric=args.metric,
+            reduction=args.reduction, batch_tokens=args.batch_tokens, overwrite=args.overwrite,
+            tokenizer=tokenizer, max_new_tokens=args.max_new_tokens, progress=not args.no_progress,
+        )
+        t_score = time.perf_counter() - t1
+        if rank == 0:
+            mean = sum(scores) / len(scores)
+            print(
+                f"scored {len(scores)} examples ({len(dropped)} dropped → {out.parent / 'dropped.jsonl'}) "
+                f"with {args.metric}/{args.reduction}: mean {mean:.4f}, min {min(scores):.4f}, "
+                f"max {max(scores):.4f}; load {t_load:.1f} s, scoring {t_score:.1f} s → {out}"
+            )
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return 0

@@ -1,0 +1,141 @@
+"""The scores file (DESIGN.md §4): header, per-batch appends, resume, reuse, final rewrite.
+
+JSON Lines: a header ``{"spectrumkd": "scores", "metric", "reduction", "model",
+"model_fingerprint", "dataset_fingerprint", "template", "max_length", "max_prompt_length",
+"n_examples", "created", ...}`` then one ``{"id": ..., "score": float}`` per example. While a run is
+going, rows are appended in processing order and flushed per batch, so an interruption leaves a
+valid partial file; a complete run rewrites the file atomically in dataset order. A file is reused
+or resumed only when every header field except ``model``, ``created`` and ``version`` matches.
+A torn last line (a crash mid-write) is ignored and cut off on resume.
+
+Reading for the curriculum is :func:`spectrumkd.curriculum.read_scores`; this module never writes NaN.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from spectrumkd import SpectrumKDError, __version__
+
+IGNORED_KEYS = ("model", "created", "version")
+
+
+def make_header(
+    *,
+    metric: str,
+    reduction: str,
+    model: str,
+    model_fingerprint: str,
+    dataset_fingerprint: str,
+    template: str,
+    max_length: int,
+    max_prompt_length: int,
+    n_examples: int,
+    **extra,
+) -> dict:
+    """The header object of a scores file (``extra`` keys are stored and matched too)."""
+    return {
+        "spectrumkd": "scores",
+        "metric": metric,
+        "reduction": reduction,
+        "model": model,
+        "model_fingerprint": model_fingerprint,
+        "dataset_fingerprint": dataset_fingerprint,
+        "template": template,
+        "max_length": max_length,
+        "max_prompt_length": max_prompt_length,
+        "n_examples": n_examples,
+        **extra,
+        "version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def header_mismatch(old: dict, new: dict) -> list[str]:
+    """The header keys (other than ``model``/``created``/``version``) whose values differ.
+
+    >>> header_mismatch({"metric": "ce", "created": 1}, {"metric": "entropy", "created": 2})
+    ["metric: 'ce' in the file, 'entropy' now"]
+    """
+    keys = sorted((set(old) | set(new)) - set(IGNORED_KEYS))
+    return [
+        f"{k}: {old.get(k)!r} in the file, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)
+    ]
+
+
+def read_partial(path: str | Path) -> tuple[dict | None, dict, bool]:
+    """``(header, {id: score}, torn)`` of a possibly partial scores file.
+
+    ``torn`` is True when the last line was cut off mid-write (it is then ignored).
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    torn = False
+    if lines and lines[-1] == "":
+        lines.pop()
+    elif lines:  # no newline at the end: the last write did not finish
+        lines.pop()
+        torn = True
+    header: dict | None = None
+    scores: dict = {}
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SpectrumKDError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        if lineno == 1 and isinstance(obj, dict) and obj.get("spectrumkd") == "scores":
+            header = obj
+            continue
+        if not isinstance(obj, dict) or "id" not in obj or "score" not in obj:
+            raise SpectrumKDError(f"{path}:{lineno}: expected {{'id': ..., 'score': ...}}")
+        scores[obj["id"]] = obj["score"]
+    return header, scores, torn
+
+
+class ScoresWriter:
+    """Appends ``{"id", "score"}`` rows and flushes after each call (a Ctrl-C leaves whole lines)."""
+
+    def __init__(self, path: str | Path, header: dict | None, *, keep: dict | None = None) -> None:
+        """Start ``path`` afresh with ``header`` and the rows ``keep``, or append when ``header`` is None."""
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if header is not None:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(header) + "\n")
+                for rid, score in (keep or {}).items():
+                    fh.write(_row(rid, score))
+            os.replace(tmp, self.path)
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def append(self, ids: Sequence, scores: Sequence[float]) -> None:
+        self._fh.write("".join(_row(rid, s) for rid, s in zip(ids, scores, strict=True)))
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _row(rid, score: float) -> str:
+    if not math.isfinite(score):  # the runner reports NaN ids before writing; this is a backstop
+        raise SpectrumKDError(f"refusing to write a non-finite score {score} for id {rid!r}")
+    return json.dumps({"id": rid, "score": float(score)}) + "\n"
+
+
+def write_complete(path: str | Path, header: dict, ids: Sequence, scores: Sequence[float]) -> Path:
+    """Write the whole file in dataset order, atomically (temporary file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(header) + "\n")
+        fh.write("".join(_row(rid, s) for rid, s in zip(ids, scores, strict=True)))
+    os.replace(tmp, path)
+    return path
