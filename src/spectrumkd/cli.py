@@ -17,6 +17,8 @@ from spectrumkd import SpectrumKDError, __version__
 COMMANDS: dict[str, str] = {
     "plan": "spectrumkd.commands.plan",
     "score": "spectrumkd.commands.score",
+    "eval": "spectrumkd.commands.eval",
+    "compare": "spectrumkd.commands.compare",
 }
 
 

@@ -1,0 +1,155 @@
+"""Compare evaluation runs: a table like the paper's Table 1 and Wilcoxon p-values.
+
+``compare_runs([A, B, ...])`` reads each run's ``results.json`` (a run directory with
+``eval/results.json``, an eval directory, or the file itself) and its generations files, and
+returns a :class:`Comparison`: per set the main metric of each run (ROUGE-L or pass@1), the
+average over the sets every run has, the relative gain of each run's average over the first
+run's (the baseline, "P. Gains (%)"), and a two-sided Wilcoxon signed-rank p-value of each run
+against the baseline over the per-example scores of all shared sets (each example's score
+averaged over seeds first; examples paired by set and id). :func:`render_markdown` prints it.
+
+Not here: winning rates (``judge.py``) — a run's ``results.json`` may carry them, but compare
+only tabulates the main metric.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from spectrumkd import SpectrumKDError
+from spectrumkd.evaluate.results import read_results, read_rows_only
+from spectrumkd.evaluate.stats import relative_gain, wilcoxon_p
+
+SET_TITLES = {"dolly": "DollyEval", "self-inst": "SelfInst", "vicuna": "VicunaEval",
+              "sinst": "S-NI", "unni": "UnNI", "gsm8k": "GSM8K", "math": "MATH",
+              "humaneval": "HumanEval", "mbpp": "MBPP"}
+
+
+@dataclass
+class Comparison:
+    """Table data: ``values[run][set]``, ``average[run]``, ``gain[run]`` (%), ``p_value[run]``."""
+
+    runs: list[str]
+    paths: list[str]
+    sets: list[str]
+    metrics: dict[str, str]
+    values: dict[str, dict[str, float | None]]
+    average: dict[str, float | None]
+    gain: dict[str, float | None]
+    p_value: dict[str, float | None]
+    n_pairs: dict[str, int]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def find_results(path: str | os.PathLike) -> Path:
+    """The ``results.json`` of a run directory, eval directory or the file itself."""
+    path = Path(path)
+    for candidate in (path, path / "results.json", path / "eval" / "results.json"):
+        if candidate.is_file():
+            return candidate
+    raise SpectrumKDError(f"{path}: no results.json (looked in it, and in eval/)")
+
+
+def per_example_scores(results_path: Path, entry: dict) -> dict[str, float]:
+    """Mean score per example id over the files (seeds, samples) of one set entry."""
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for rel in entry.get("files", []):
+        file = results_path.parent / rel
+        if not file.is_file():
+            raise SpectrumKDError(f"{results_path}: generations file {rel} is missing")
+        for row in read_rows_only(file):
+            sums[str(row["id"])] += float(row["score"])
+            counts[str(row["id"])] += 1
+    return {key: sums[key] / counts[key] for key in sums}
+
+
+def _run_name(path: Path, taken: set[str]) -> str:
+    folder = path.parent
+    name = folder.parent.name if folder.name == "eval" else folder.name
+    base, k = name or str(path), 2
+    while name in taken:
+        name, k = f"{base}-{k}", k + 1
+    return name
+
+
+def compare_runs(paths: list[str | os.PathLike]) -> Comparison:
+    """Table-1 data for runs; the first one is the baseline of gains and p-values."""
+    if len(paths) < 1:
+        raise SpectrumKDError("compare needs at least one run")
+    files = [find_results(p) for p in paths]
+    loaded = [read_results(f) for f in files]
+    names: list[str] = []
+    for f in files:
+        names.append(_run_name(f, set(names)))
+    sets: list[str] = []
+    for results in loaded:
+        sets += [s for s in results["sets"] if s not in sets]
+    metrics = {}
+    for s in sets:
+        found = {r["sets"][s]["metric"] for r in loaded if s in r["sets"]}
+        if len(found) > 1:
+            raise SpectrumKDError(f"set {s!r} is scored with different metrics: {sorted(found)}")
+        metrics[s] = found.pop()
+    shared = [s for s in sets if all(s in r["sets"] for r in loaded)]
+    values = {n: {s: r["sets"][s][metrics[s]] if s in r["sets"] else None for s in sets}
+              for n, r in zip(names, loaded)}
+    average = {n: (sum(values[n][s] for s in shared) / len(shared) if shared else None)
+               for n in names}
+    base = names[0]
+    gain = {n: (relative_gain(average[n], average[base])
+                if average[n] is not None and average[base] is not None else None) for n in names}
+    scores = [{s: per_example_scores(f, r["sets"][s]) for s in shared} for f, r in zip(files, loaded)]
+    p_value: dict[str, float | None] = {base: None}
+    n_pairs: dict[str, int] = {base: 0}
+    for index, name in enumerate(names[1:], start=1):
+        a, b = [], []
+        for s in shared:
+            for key, value in scores[index][s].items():
+                if key in scores[0][s]:
+                    a.append(value)
+                    b.append(scores[0][s][key])
+        n_pairs[name] = len(a)
+        p_value[name] = wilcoxon_p(a, b) if a else None
+    return Comparison(runs=names, paths=[str(f) for f in files], sets=sets, metrics=metrics,
+                      values=values, average=average, gain=gain, p_value=p_value, n_pairs=n_pairs)
+
+
+def _fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
+    return "–" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def render_markdown(table: Comparison) -> str:
+    """A Markdown table: run, one column per set, Avg., P. Gains (%), Wilcoxon p vs baseline."""
+    heads = [f"{SET_TITLES.get(s, s)} ({table.metrics[s]})" for s in table.sets]
+    lines = [
+        "| Run | " + " | ".join(heads) + " | Avg. | P. Gains (%) | p (Wilcoxon) |",
+        "|---|" + "---:|" * (len(heads) + 3),
+    ]
+    for name in table.runs:
+        cells = [_fmt(table.values[name][s]) for s in table.sets]
+        p = table.p_value[name]
+        p_text = "baseline" if name == table.runs[0] else (
+            "–" if p is None else (f"{p:.2e}" if p < 1e-3 else f"{p:.3f}"))
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {_fmt(table.average[name])} | {_fmt(table.gain[name])} | {p_text} |")
+    lines.append("")
+    lines.append(f"Baseline: {table.runs[0]}. Avg. is over sets every run has; p-values pair "
+                 "per-example scores (mean over seeds) with the baseline's.")
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(table: Comparison, out: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``out`` (Markdown) and the same path with ``.json`` (table data)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_markdown(table), encoding="utf-8")
+    data = out.with_suffix(".json")
+    data.write_text(json.dumps(table.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return out, data

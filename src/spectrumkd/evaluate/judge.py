@@ -1,0 +1,253 @@
+"""LLM-as-a-judge winning rate: the paper's Figure 6 pairwise prompt on an OpenAI-compatible API.
+
+For each question the judge sees the candidate's and the baseline's answers twice, once in each
+order (candidate as assistant A, then as assistant B), to cancel position bias. A verdict
+``[[A]]``/``[[B]]``/``[[C]]`` (C = tie) scores the candidate 1 / 0 / 0.5; the winning rate is the
+mean over all 2n verdicts, in percent (the paper's WR columns; 50 = on par with the baseline).
+
+The endpoint is ``POST {base_url}/chat/completions`` (``base_url`` like
+``https://api.deepseek.com/v1`` or ``http://127.0.0.1:8000/v1``) with ``model``, the judge
+messages, ``temperature`` (0.7, §C.4) and a bearer key. Configuration: :class:`JudgeConfig`, or
+:meth:`JudgeConfig.from_env` reading ``SPECTRUMKD_JUDGE_BASE_URL``, ``SPECTRUMKD_JUDGE_MODEL``
+and ``SPECTRUMKD_JUDGE_API_KEY`` (falling back to ``OPENAI_API_KEY``). Transient failures
+(connection errors, HTTP 429/5xx, a reply without a verdict) are retried with exponential
+backoff; after the last try a :class:`SpectrumKDError` says what went wrong. Each verdict is
+appended to an on-disk JSON Lines cache as soon as it arrives (keyed by a hash of the judge
+model, temperature and full prompt), so a failed or interrupted run keeps what it paid for.
+
+Not here: single-answer grading, reference-guided grading, multi-turn MT-bench questions.
+The judge's own sampling makes verdicts non-deterministic unless the endpoint is.
+
+References: Zheng et al. 2023 (LLM-as-a-judge, MT-bench ``pair-v2`` prompt); the paper's Figure 6
+and §C.4 (DeepSeek-V3 as the judge).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from spectrumkd import SpectrumKDError
+
+JUDGE_SYSTEM = (
+    "Please act as an impartial judge and evaluate the quality of the responses provided by two "
+    "AI assistants to the user question displayed below. You should choose the assistant that "
+    "follows the user's instructions and answers the user's question better. Your evaluation "
+    "should consider factors such as the helpfulness, relevance, accuracy, depth, creativity, "
+    "and level of detail of their responses. Begin your evaluation by comparing the two "
+    "responses and provide a short explanation. Avoid any position biases and ensure that the "
+    "order in which the responses were presented does not influence your decision. Do not allow "
+    "the length of the responses to influence your evaluation. Do not favor certain names of the "
+    "assistants. Be as objective as possible. After providing your explanation, output your "
+    'final verdict by strictly following this format: "[[A]]" if assistant A is better, "[[B]]" '
+    'if assistant B is better, and "[[C]]" for a tie.'
+)
+JUDGE_USER = (
+    "### User Question:\n{question}\n\n"
+    "[The Start of Assistant A's Answer]\n{answer_a}\n[The End of Assistant A's Answer]\n\n"
+    "[The Start of Assistant B's Answer]\n{answer_b}\n[The End of Assistant B's Answer]"
+)
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """Where and how to ask the judge."""
+
+    base_url: str
+    model: str
+    api_key: str | None = None
+    temperature: float = 0.7
+    max_tokens: int = 1024
+    timeout: float = 120.0
+    max_retries: int = 5
+    backoff: float = 2.0  # seconds before the first retry; doubles each time
+
+    @classmethod
+    def from_env(cls, **overrides) -> JudgeConfig:
+        """A config from ``SPECTRUMKD_JUDGE_*`` variables (see the module docstring)."""
+        values = {
+            "base_url": os.environ.get("SPECTRUMKD_JUDGE_BASE_URL"),
+            "model": os.environ.get("SPECTRUMKD_JUDGE_MODEL"),
+            "api_key": os.environ.get("SPECTRUMKD_JUDGE_API_KEY")
+            or os.environ.get("OPENAI_API_KEY"),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if not values["base_url"] or not values["model"]:
+            raise SpectrumKDError(
+                "the judge needs a base URL and a model: set SPECTRUMKD_JUDGE_BASE_URL and "
+                "SPECTRUMKD_JUDGE_MODEL (or pass them)"
+            )
+        return cls(**values)
+
+
+def judge_messages(question: str, answer_a: str, answer_b: str) -> list[dict]:
+    """The Figure 6 chat messages for one ordered pair."""
+    user = JUDGE_USER.format(question=question, answer_a=answer_a, answer_b=answer_b)
+    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
+
+
+def parse_verdict(text: str) -> str | None:
+    """``"A"``, ``"B"`` or ``"C"`` from a judgment, as MT-bench does; None when there is none.
+
+    >>> parse_verdict("A is more detailed. [[A]]"), parse_verdict("[[C]]"), parse_verdict("A")
+    ('A', 'C', None)
+    """
+    found = [v for v in ("A", "B", "C") if f"[[{v}]]" in text]
+    return found[0] if len(found) == 1 else None
+
+
+class VerdictCache:
+    """Append-only JSON Lines cache of verdicts: ``{"key", "verdict", "judgment"}`` per line."""
+
+    def __init__(self, path: str | os.PathLike | None):
+        self.path = Path(path) if path is not None else None
+        self.entries: dict[str, dict] = {}
+        if self.path is not None and self.path.is_file():
+            with open(self.path, encoding="utf-8") as handle:
+                for line_no, line in enumerate(handle, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        if line.endswith("\n"):  # only a torn last line may be skipped
+                            raise SpectrumKDError(
+                                f"{self.path}:{line_no}: corrupt verdict cache line"
+                            ) from None
+                        continue
+                    self.entries[row["key"]] = row
+
+    def get(self, key: str) -> dict | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, verdict: str, judgment: str) -> None:
+        row = {"key": key, "verdict": verdict, "judgment": judgment}
+        self.entries[key] = row
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+class JudgeClient:
+    """Asks an OpenAI-compatible chat endpoint for pairwise verdicts, with retries and a cache."""
+
+    def __init__(
+        self,
+        config: JudgeConfig,
+        *,
+        cache_path: str | os.PathLike | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.config = config
+        self.cache = VerdictCache(cache_path)
+        self.sleep = sleep
+        self.requests = 0  # HTTP requests sent, for tests and reports
+
+    def cache_key(self, messages: list[dict]) -> str:
+        payload = json.dumps(
+            [self.config.model, self.config.temperature, messages], ensure_ascii=False
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def _post(self, messages: list[dict]) -> str:
+        url = self.config.base_url.rstrip("/") + "/chat/completions"
+        body = json.dumps(
+            {
+                "model": self.config.model,
+                "messages": messages,
+                "temperature": self.config.temperature,
+                "max_tokens": self.config.max_tokens,
+            }
+        ).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.config.api_key:
+            headers["Authorization"] = f"Bearer {self.config.api_key}"
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        self.requests += 1
+        with urllib.request.urlopen(request, timeout=self.config.timeout) as response:
+            reply = json.loads(response.read().decode("utf-8"))
+        try:
+            return reply["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ValueError(f"unexpected reply shape: {str(reply)[:200]}") from exc
+
+    def verdict(self, question: str, answer_a: str, answer_b: str) -> str:
+        """``"A"``/``"B"``/``"C"`` for one ordered pair (cached; retried on failure)."""
+        messages = judge_messages(question, answer_a, answer_b)
+        key = self.cache_key(messages)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit["verdict"]
+        last_error = "no attempt"
+        for attempt in range(self.config.max_retries + 1):
+            if attempt:
+                self.sleep(self.config.backoff * 2 ** (attempt - 1))
+            try:
+                judgment = self._post(messages)
+            except urllib.error.HTTPError as exc:
+                last_error = f"HTTP {exc.code} {exc.reason}"
+                if exc.code not in RETRY_STATUS:
+                    break
+                continue
+            except (urllib.error.URLError, OSError, ValueError, TimeoutError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+                continue
+            verdict = parse_verdict(judgment)
+            if verdict is None:
+                last_error = f"malformed verdict (no single [[A]]/[[B]]/[[C]]): {judgment[-200:]!r}"
+                continue
+            self.cache.put(key, verdict, judgment)
+            return verdict
+        raise SpectrumKDError(
+            f"judge {self.config.model} at {self.config.base_url} failed after "
+            f"{self.config.max_retries + 1} tries: {last_error} ({len(self.cache.entries)} "
+            "verdicts cached so far are kept)"
+        )
+
+
+@dataclass(frozen=True)
+class WinRate:
+    """Winning rate of a candidate against a baseline, in percent, and its verdict counts."""
+
+    rate: float
+    wins: int
+    ties: int
+    losses: int
+    per_example: list[float]  # candidate's mean score per question over both orders, 0-100
+
+
+def winning_rate(
+    client: JudgeClient,
+    questions: Sequence[str],
+    candidate: Sequence[str],
+    baseline: Sequence[str],
+) -> WinRate:
+    """Winning rate of ``candidate`` answers over ``baseline`` answers, both orders, ties half."""
+    if not len(questions) == len(candidate) == len(baseline):
+        raise SpectrumKDError(
+            f"{len(questions)} questions, {len(candidate)} candidate and {len(baseline)} "
+            "baseline answers: they must pair up"
+        )
+    if not questions:
+        raise SpectrumKDError("winning_rate needs at least one question")
+    wins = ties = losses = 0
+    per_example = []
+    for question, ours, theirs in zip(questions, candidate, baseline):
+        first = {"A": 1.0, "B": 0.0, "C": 0.5}[client.verdict(question, ours, theirs)]
+        second = {"A": 0.0, "B": 1.0, "C": 0.5}[client.verdict(question, theirs, ours)]
+        for score in (first, second):
+            wins += score == 1.0
+            ties += score == 0.5
+            losses += score == 0.0
+        per_example.append(50.0 * (first + second))
+    rate = 100.0 * (wins + 0.5 * ties) / (wins + ties + losses)
+    return WinRate(rate=rate, wins=wins, ties=ties, losses=losses, per_example=per_example)

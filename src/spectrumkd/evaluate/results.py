@@ -1,0 +1,185 @@
+"""The files ``spectrumkd eval`` writes: per-set generations (JSON Lines) and ``results.json``.
+
+Generations file (``DIR/generations/{set}/seed{seed}.jsonl``, or ``greedy.jsonl`` / ``samples.jsonl``):
+a header line ``{"spectrumkd": "generations", "protocol", "suite", "set", "seed",
+"model_fingerprint", "data_fingerprint", "settings"}`` then one ``{"id", "prediction",
+"score", ...}`` per example, in set order, ``score`` on the set's 0–100 scale (ROUGE-L, or
+100/0 for a correct/incorrect answer or a passing/failing program). A file with fewer rows than the
+set is resumed where it stopped; a header that does not match the current run is an error (use
+another ``--out`` or delete the file), never silently mixed.
+
+``results.json``::
+
+    {"spectrumkd": "results", "protocol": "spectrumkd-eval/1", "suite": "instruct",
+     "model": "...", "model_fingerprint": "...", "created": "...", "settings": {...},
+     "sets": {"dolly": {"metric": "rougeL", "rougeL": 24.1, "std": 0.3, "n": 500,
+                        "per_seed": {"10": 24.0, ...}, "source": "...", "data_fingerprint": "...",
+                        "files": ["generations/dolly/seed10.jsonl", ...]}, ...},
+     "average": 24.1}
+
+Code sets carry ``"pass@1"`` (and ``"pass@10"``/``"pass@100"`` when there are enough samples),
+math sets ``"pass@1"``; all values are percentages.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+
+from spectrumkd import SpectrumKDError, __version__
+
+PROTOCOL_VERSION = "spectrumkd-eval/1"
+HEADER_KEYS = ("protocol", "suite", "set", "seed", "model_fingerprint", "data_fingerprint",
+               "settings")
+
+
+def generations_header(**fields) -> dict:
+    """The header object of a generations file (``HEADER_KEYS`` plus the format tag)."""
+    missing = [k for k in HEADER_KEYS if k not in fields and k != "protocol"]
+    if missing:
+        raise SpectrumKDError(f"generations header lacks {missing}")
+    return {"spectrumkd": "generations", "protocol": PROTOCOL_VERSION, **fields}
+
+
+def read_generations(path: str | os.PathLike, header: dict) -> list[dict]:
+    """Rows already in ``path`` for a run with ``header`` ([] if the file does not exist).
+
+    A torn last line (an interrupted write) is dropped and the file truncated after the last
+    complete row. A different header raises :class:`SpectrumKDError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows: list[dict] = []
+    good_bytes = 0
+    with open(path, "rb") as handle:
+        data = handle.read()
+    lines = data.split(b"\n")
+    offset = 0
+    for line_no, raw in enumerate(lines, start=1):
+        complete = offset + len(raw) < len(data)  # followed by a newline
+        offset += len(raw) + 1
+        if not raw.strip():
+            if complete:
+                good_bytes = offset
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError:
+            if complete:
+                raise SpectrumKDError(f"{path}:{line_no}: corrupt line") from None
+            break
+        if not complete:  # valid JSON but no newline yet: rewrite it cleanly
+            break
+        if line_no == 1:
+            mismatch = {
+                k: (obj.get(k), header.get(k)) for k in HEADER_KEYS if obj.get(k) != header.get(k)
+            }
+            if obj.get("spectrumkd") != "generations" or mismatch:
+                raise SpectrumKDError(
+                    f"{path}: written by a different run ({mismatch or 'not a generations file'});"
+                    " use another --out or delete the file"
+                )
+        else:
+            rows.append(obj)
+        good_bytes = offset
+    if good_bytes < len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(good_bytes)
+    if good_bytes == 0:
+        path.unlink()
+    return rows
+
+
+def append_rows(path: str | os.PathLike, header: dict, rows: list[dict]) -> None:
+    """Append rows (writing the header first if the file is new), flushed to disk."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.is_file()
+    with open(path, "a", encoding="utf-8") as handle:
+        if new:
+            handle.write(json.dumps(header, ensure_ascii=False) + "\n")
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_rows_only(path: str | os.PathLike) -> list[dict]:
+    """The example rows of a generations file (header skipped), for ``compare``."""
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SpectrumKDError(f"{path}:{line_no}: not valid JSON") from exc
+            if line_no == 1 and obj.get("spectrumkd") == "generations":
+                continue
+            rows.append(obj)
+    return rows
+
+
+def new_results(*, suite: str, model: str, model_fingerprint: str, settings: dict) -> dict:
+    """An empty results object for a run."""
+    return {
+        "spectrumkd": "results",
+        "protocol": PROTOCOL_VERSION,
+        "spectrumkd_version": __version__,
+        "suite": suite,
+        "model": model,
+        "model_fingerprint": model_fingerprint,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": settings,
+        "sets": {},
+    }
+
+
+def finish_results(results: dict) -> dict:
+    """Fill ``average`` (mean of the sets' main metric) and return ``results``."""
+    values = [entry[entry["metric"]] for entry in results["sets"].values()]
+    results["average"] = sum(values) / len(values) if values else None
+    return results
+
+
+def write_results(path: str | os.PathLike, results: dict) -> None:
+    """Write ``results`` as pretty JSON, atomically (a temp file then a rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_results(path: str | os.PathLike) -> dict:
+    """Read and check a ``results.json``."""
+    path = Path(path)
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SpectrumKDError(f"{path}: no such file") from exc
+    except json.JSONDecodeError as exc:
+        raise SpectrumKDError(f"{path}: not valid JSON ({exc.msg})") from exc
+    if not isinstance(results, dict) or not isinstance(results.get("sets"), dict):
+        raise SpectrumKDError(f"{path}: not a spectrumkd results file (no 'sets')")
+    for name, entry in results["sets"].items():
+        if "metric" not in entry or entry["metric"] not in entry:
+            raise SpectrumKDError(f"{path}: set {name!r} has no main metric value")
+    return results
+
+
+def path_fingerprint(path: str | os.PathLike) -> str:
+    """A cheap fingerprint of a model path: name, size and mtime of each file (no hashing)."""
+    import hashlib
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return "files:" + digest.hexdigest()[:16]
