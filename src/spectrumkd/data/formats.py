@@ -140,6 +140,28 @@ def _read_parquet(path: Path) -> Iterable[tuple[int, Any]]:
     return enumerate(pq.read_table(path).to_pylist(), start=1)
 
 
+PACKAGED_PREFIX = "spectrumkd:"
+
+
+def packaged_data(name: str) -> Path:
+    """Path of a data file shipped in the package, e.g. ``dolly/train.jsonl`` (see its NOTICE.md).
+
+    Sources written ``spectrumkd:dolly/train.jsonl`` in configs and on the command line resolve here,
+    so the offline demo and smoke runs need no data beside the checkout.
+
+    >>> packaged_data("dolly/train.jsonl").name
+    'train.jsonl'
+    """
+    from importlib.resources import files
+
+    path = Path(str(files("spectrumkd") / "resources" / name))
+    if not path.is_file():
+        shipped = sorted(str(p.relative_to(path.parents[len(Path(name).parts) - 1]))
+                         for p in path.parents[len(Path(name).parts) - 1].rglob("*.jsonl"))
+        raise SpectrumKDError(f"no packaged data file {name!r}; shipped: {', '.join(shipped)}")
+    return path
+
+
 def _is_file_like(source: str) -> bool:
     return source.endswith((".jsonl", ".jsonl.gz", ".json", ".parquet")) or Path(source).exists()
 
@@ -152,12 +174,15 @@ def load_records(
     id_field: str = "id",
     limit: int | None = None,
 ) -> list[Record]:
-    """Read ``source`` (a ``.jsonl[.gz]``/``.json``/``.parquet`` file or a hub dataset name).
+    """Read ``source`` (a ``.jsonl[.gz]``/``.json``/``.parquet`` file, a packaged file written
+    ``spectrumkd:dolly/train.jsonl``, or a hub dataset name).
 
     Ids are the row's ``id_field`` if present, else ``"{file-stem}-{line}"``; duplicate ids are an
     error. ``limit`` keeps the first rows (before any filtering).
     """
     source = str(source)
+    if source.startswith(PACKAGED_PREFIX):
+        source = str(packaged_data(source[len(PACKAGED_PREFIX):]))
     if _is_file_like(source):
         path = Path(source)
         if not path.is_file():
