@@ -16,6 +16,7 @@ from spectrumkd import SpectrumKDError, __version__
 
 COMMANDS: dict[str, str] = {
     "plan": "spectrumkd.commands.plan",
+    "distill": "spectrumkd.commands.distill",
     "score": "spectrumkd.commands.score",
     "eval": "spectrumkd.commands.eval",
     "compare": "spectrumkd.commands.compare",

@@ -1,0 +1,524 @@
+"""The run configuration of ``spectrumkd distill``: dataclasses are the single source of truth.
+
+A YAML file maps onto :class:`RunConfig` section by section (``teacher``, ``student``, ``data``,
+``curriculum``, ``loss``, ``optim``, ``lora``, ``teacher_cache``, ``validation`` and the top-level
+``seed``, ``output_dir``, ...). Dotted overrides such as ``loss.divergence=rkl`` are applied on
+top, their values parsed as YAML scalars and then converted to the field's type. A key that does
+not exist is an error that names it and the closest valid key (difflib). Cross-field checks live
+in each ``__post_init__``; defaults that depend on other fields (``loss.ce_weight`` is 0.3 for
+off-policy KD, 0 for on-policy GKD and 1 for SFT, as in the paper) are resolved there too, so the
+file written to ``run/config.yaml`` (:func:`save_config`) holds every value the run used.
+
+This module does not load models or data; :mod:`spectrumkd.train.pipeline` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from spectrumkd import SpectrumKDError
+
+__all__ = [
+    "CurriculumConfig",
+    "DataConfig",
+    "LoraConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TeacherCacheConfig",
+    "ValidationConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "load_config",
+    "save_config",
+]
+
+DIVERGENCES = ("fkl", "rkl", "jsd", "tvd", "skl", "srkl")
+LOSS_MODES = ("sft", "kd", "gkd")
+CURRICULA = ("spectrumkd", "none", "full", "static", "babystep", "onepass")
+
+
+def _check_choice(section: str, name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise SpectrumKDError(f"{section}.{name}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _check_range(section: str, name: str, value: float, lo: float, hi: float | None = None) -> None:
+    if value < lo or (hi is not None and value > hi):
+        bounds = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise SpectrumKDError(f"{section}.{name}: {value!r} must be {bounds}")
+
+
+@dataclass
+class ModelConfig:
+    """A model to load (``spectrumkd.models.load_model``)."""
+
+    spec: str | None = None
+    """Hub id, local folder, ``.gguf`` path, ``smollm2`` or ``tiny-random:llama?layers=2&hidden=64``."""
+    gguf_file: str | None = None
+    """GGUF file name inside ``spec`` when ``spec`` is a folder."""
+    prune_layers: list[int] | None = None
+    """Keep only these decoder layers (0-based). For the student with ``spec`` unset, the student
+    is a layer-pruned copy of the teacher."""
+    dtype: str = "float32"
+    """Weights dtype: float32, bfloat16 or float16 (this CPU: keep float32)."""
+
+    def __post_init__(self) -> None:
+        _check_choice("model", "dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        if self.prune_layers is not None:
+            if not self.prune_layers or len(set(self.prune_layers)) != len(self.prune_layers):
+                raise SpectrumKDError(f"prune_layers must be distinct layer indices, got {self.prune_layers}")
+            if min(self.prune_layers) < 0:
+                raise SpectrumKDError(f"prune_layers must be >= 0, got {self.prune_layers}")
+
+
+@dataclass
+class DataConfig:
+    """Training and validation data (``spectrumkd.data``)."""
+
+    source: str = ""
+    """JSONL/JSON/Parquet path or hub name. Relative paths: see :func:`load_config`."""
+    template: str = "dolly"
+    """Prompt template (DESIGN §3)."""
+    limit: int | None = None
+    """Use only the first ``limit`` records."""
+    max_prompt_length: int = 256
+    max_length: int = 512
+    validation_source: str | None = None
+    """Validation records; unset: the last ``validation.size`` examples of ``source`` are held out."""
+
+
+@dataclass
+class CurriculumConfig:
+    """Which examples each epoch trains on (``spectrumkd.curriculum.make_plan``) and how they are scored."""
+
+    kind: str = "spectrumkd"
+    """spectrumkd | none (= full) | full | static | babystep | onepass."""
+    lambda_a: float = 0.1
+    lambda_b: float = 0.1
+    auto_lambda: bool = False
+    """Fit a log-normal and choose λa/λb from it (DESIGN §5); overrides lambda_a/lambda_b."""
+    epochs: int = 5
+    warmup_epochs: int = 1
+    step: str = "adaptive"
+    """adaptive | linear window step."""
+    direction: str = "forward"
+    """forward (easy → hard) | reverse (ablation)."""
+    tau0: float = 1.0
+    taun: float = 2.0
+    static_range: list[float] = field(default_factory=lambda: [0.0, 0.8])
+    """For ``static``: the [lo, hi) fraction of the sorted spectrum kept every epoch."""
+    temperature_schedule: str = "linear"
+    """linear (τ0 → τn per epoch, the paper) | constant (τ0 every epoch)."""
+    buckets: int = 3
+    """For ``babystep``/``onepass`` (TCL): the number of difficulty buckets."""
+    epochs_per_stage: int | None = None
+    """For ``babystep``/``onepass``: epochs per bucket stage; unset = split the epochs evenly."""
+    metric: str = "ce"
+    """Difficulty metric (DESIGN §4): ce | rougel | entropy | length."""
+    reduction: str = "mean"
+    batch_tokens: int = 4096
+    """Scoring batch budget in (padded) tokens."""
+
+    def __post_init__(self) -> None:
+        _check_choice("curriculum", "kind", self.kind, CURRICULA)
+        _check_choice("curriculum", "step", self.step, ("adaptive", "linear"))
+        _check_choice("curriculum", "direction", self.direction, ("forward", "reverse"))
+        _check_choice(
+            "curriculum", "temperature_schedule", self.temperature_schedule, ("linear", "constant")
+        )
+        _check_choice("curriculum", "metric", self.metric, ("ce", "rougel", "entropy", "length"))
+        _check_choice("curriculum", "reduction", self.reduction, ("mean", "sum"))
+        _check_range("curriculum", "epochs", self.epochs, 1)
+        _check_range("curriculum", "warmup_epochs", self.warmup_epochs, 0)
+        _check_range("curriculum", "batch_tokens", self.batch_tokens, 1)
+        if self.kind == "spectrumkd" and self.epochs < self.warmup_epochs + 2:
+            raise SpectrumKDError(
+                f"curriculum.epochs={self.epochs} must be >= warmup_epochs + 2 = "
+                f"{self.warmup_epochs + 2} for the spectrumkd sliding window (DESIGN §5)"
+            )
+        if len(self.static_range) != 2 or not 0 <= self.static_range[0] < self.static_range[1] <= 1:
+            raise SpectrumKDError(
+                f"curriculum.static_range must be [lo, hi] with 0 <= lo < hi <= 1, got {self.static_range}"
+            )
+
+
+@dataclass
+class LossConfig:
+    """The objective ``ce_weight·CE + (1−ce_weight)·τ²·D`` (DESIGN §6, ``spectrumkd.losses``)."""
+
+    mode: str = "kd"
+    """sft (CE only) | kd (off-policy) | gkd (on-policy: student samples with probability gkd_lambda)."""
+    divergence: str | None = None
+    """fkl | rkl | jsd | tvd | skl | srkl; unset: fkl for kd, jsd for gkd."""
+    ce_weight: float | None = None
+    """α of the paper; unset: 0.3 for kd, 0 for gkd, 1 for sft."""
+    skew: float = 0.1
+    """s of skl/srkl (DistiLLM)."""
+    teacher_weight: float = 0.5
+    """β of jsd (TRL's convention; 0 = fkl, 1 = rkl)."""
+    chunk_size: int | None = None
+    """Compute the loss over chunks of this many tokens (memory)."""
+    gkd_lambda: float = 0.5
+    """GKD: probability per optimizer step that responses are the student's own samples."""
+    gkd_max_new_tokens: int = 64
+    """GKD: the longest student sample."""
+
+    def __post_init__(self) -> None:
+        _check_choice("loss", "mode", self.mode, LOSS_MODES)
+        if self.divergence is None:
+            self.divergence = {"sft": "none", "kd": "fkl", "gkd": "jsd"}[self.mode]
+        if self.mode == "sft":
+            if self.divergence != "none":
+                raise SpectrumKDError(f"loss.mode=sft takes no divergence, got {self.divergence!r}")
+        else:
+            _check_choice("loss", "divergence", self.divergence, DIVERGENCES)
+        if self.ce_weight is None:
+            self.ce_weight = {"sft": 1.0, "kd": 0.3, "gkd": 0.0}[self.mode]
+        _check_range("loss", "ce_weight", self.ce_weight, 0.0, 1.0)
+        if self.mode == "sft" and self.ce_weight != 1.0:
+            raise SpectrumKDError(f"loss.mode=sft needs ce_weight=1.0, got {self.ce_weight}")
+        _check_range("loss", "skew", self.skew, 0.0, 1.0)
+        _check_range("loss", "teacher_weight", self.teacher_weight, 0.0, 1.0)
+        _check_range("loss", "gkd_lambda", self.gkd_lambda, 0.0, 1.0)
+        _check_range("loss", "gkd_max_new_tokens", self.gkd_max_new_tokens, 1)
+        if self.chunk_size is not None:
+            _check_range("loss", "chunk_size", self.chunk_size, 1)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW, the learning-rate schedule, batching and precision."""
+
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_ratio: float = 0.0
+    """Share of the plan's optimizer steps spent warming up the learning rate linearly."""
+    warmup_steps: int | None = None
+    """Absolute warm-up steps; overrides warmup_ratio."""
+    schedule: str = "cosine"
+    """cosine | linear | constant decay after warm-up, over the plan's total steps."""
+    grad_clip: float | None = 1.0
+    batch_size: int = 8
+    """Examples per micro-batch per process."""
+    grad_accumulation: int = 1
+    mixed_precision: str = "auto"
+    """auto (bf16 on a GPU that supports it, else fp32) | no | bf16 | fp16."""
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        _check_range("optim", "lr", self.lr, 0.0)
+        _check_range("optim", "weight_decay", self.weight_decay, 0.0)
+        _check_range("optim", "warmup_ratio", self.warmup_ratio, 0.0, 1.0)
+        _check_choice("optim", "schedule", self.schedule, ("cosine", "linear", "constant"))
+        _check_choice("optim", "mixed_precision", self.mixed_precision, ("auto", "no", "bf16", "fp16"))
+        _check_range("optim", "batch_size", self.batch_size, 1)
+        _check_range("optim", "grad_accumulation", self.grad_accumulation, 1)
+        if self.warmup_steps is not None:
+            _check_range("optim", "warmup_steps", self.warmup_steps, 0)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise SpectrumKDError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
+        if self.grad_clip is not None:
+            _check_range("optim", "grad_clip", self.grad_clip, 0.0)
+
+
+@dataclass
+class LoraConfig:
+    """LoRA via ``peft`` (the paper's OpenLLaMA and Qwen settings); full fine-tuning when disabled."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """All attention and MLP linear layers (llama/qwen2 names)."""
+    merge_on_save: bool = True
+    """Also save the merged model beside the adapter."""
+
+    def __post_init__(self) -> None:
+        _check_range("lora", "r", self.r, 1)
+        _check_range("lora", "dropout", self.dropout, 0.0, 1.0)
+        if not self.target_modules:
+            raise SpectrumKDError("lora.target_modules is empty")
+
+
+@dataclass
+class TeacherCacheConfig:
+    """Top-k teacher log-probabilities on disk (:mod:`spectrumkd.train.teacher_cache`)."""
+
+    enabled: bool = False
+    k: int = 64
+    dir: str | None = None
+    """Cache folder; unset: ``<output_dir>/teacher_cache``. Reused when its fingerprint matches."""
+    dtype: str = "float16"
+    """Stored log-prob dtype: float16 (384 B/token at k=64) or float32 (512 B/token, exact)."""
+
+    def __post_init__(self) -> None:
+        _check_range("teacher_cache", "k", self.k, 1)
+        _check_choice("teacher_cache", "dtype", self.dtype, ("float16", "float32"))
+
+
+@dataclass
+class ValidationConfig:
+    """Per-epoch validation: loss and greedy ROUGE-L (checkpoint ``best`` is chosen by ROUGE-L)."""
+
+    size: int = 0
+    """Validation examples (0 = no validation). From ``data.validation_source`` when set, else
+    the last ``size`` examples of ``data.source`` are held out of training."""
+    max_new_tokens: int = 32
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        _check_range("validation", "size", self.size, 0)
+        _check_range("validation", "max_new_tokens", self.max_new_tokens, 1)
+        _check_range("validation", "batch_size", self.batch_size, 1)
+
+
+@dataclass
+class RunConfig:
+    """Everything ``spectrumkd distill`` needs; written out resolved as ``run/config.yaml``."""
+
+    teacher: ModelConfig = field(default_factory=ModelConfig)
+    student: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    teacher_cache: TeacherCacheConfig = field(default_factory=TeacherCacheConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    seed: int = 0
+    output_dir: str = "runs/distill"
+    log_every: int = 1
+    """Write a step line to metrics.jsonl every this many optimizer steps."""
+    tensorboard: bool = False
+    """Also log to TensorBoard under ``<output_dir>/tensorboard``."""
+    progress: bool = True
+    """Show a tqdm progress bar with ETA."""
+
+    def __post_init__(self) -> None:
+        _check_range("run", "log_every", self.log_every, 1)
+        if self.student.spec is None and self.student.prune_layers is None:
+            raise SpectrumKDError("student.spec is required (or student.prune_layers to prune the teacher)")
+        if self.loss.mode != "sft" and self.teacher.spec is None:
+            raise SpectrumKDError(f"teacher.spec is required for loss.mode={self.loss.mode}")
+        if self.student.spec is None and self.teacher.spec is None:
+            raise SpectrumKDError("student.prune_layers prunes the teacher, but teacher.spec is unset")
+        if self.teacher_cache.enabled and self.loss.mode != "kd":
+            raise SpectrumKDError(
+                f"teacher_cache.enabled needs loss.mode=kd (off-policy); loss.mode={self.loss.mode} "
+                "scores responses the cache does not hold"
+            )
+
+
+def _all_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if dataclasses.is_dataclass(t):
+            keys += _all_keys(t, f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+# Hugging Face TrainingArguments names people type out of habit → ours.
+_ALIASES = {
+    "learning_rate": "lr", "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accumulation", "max_grad_norm": "grad_clip",
+    "num_train_epochs": "epochs", "lr_scheduler_type": "schedule", "alpha": "ce_weight",
+}  # fmt: skip
+
+
+def _unknown_key(key: str, valid: list[str], where: str) -> SpectrumKDError:
+    section, _, leaf = key.rpartition(".")
+    same = [v for v in valid if v.rpartition(".")[0] == section]
+    alias = _ALIASES.get(leaf)
+    by_alias = [v for v in valid if alias and v.rpartition(".")[2] == alias]
+    close = [v for v in by_alias if v in same] or by_alias
+    if not close and same:  # compare leaf names within the section first
+        leaves = difflib.get_close_matches(leaf, [v.rpartition(".")[2] for v in same], n=1, cutoff=0.5)
+        close = [f"{section}.{leaves[0]}" if section else leaves[0]] if leaves else []
+    if not close:
+        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.0)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return SpectrumKDError(f"{where}: unknown config key {key!r}{hint}")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML value to the annotated type ``tp`` or raise naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except SpectrumKDError as exc:
+                errors.append(str(exc))
+        raise SpectrumKDError(errors[0])
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise SpectrumKDError(f"{key}: expected a list, got {value!r}")
+        return [_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "5e-5" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise SpectrumKDError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _build(cls: type, data: dict, prefix: str, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise SpectrumKDError(f"{where}: {prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise _unknown_key(f"{prefix}{key}", _all_keys(RunConfig), where)
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value or {}, f"{prefix}{key}.", where)
+        else:
+            kwargs[key] = _convert(value, tp, f"{where}: {prefix}{key}")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict, *, where: str = "config") -> RunConfig:
+    """Build a :class:`RunConfig` from nested dicts (a parsed YAML file).
+
+    >>> cfg = config_from_dict({"teacher": {"spec": "tiny-random:llama"},
+    ...                         "student": {"spec": "tiny-random:llama"}, "loss": {"mode": "gkd"}})
+    >>> cfg.loss.divergence, cfg.loss.ce_weight
+    ('jsd', 0.0)
+    >>> config_from_dict({"loss": {"divergense": "rkl"}})
+    Traceback (most recent call last):
+    ...
+    spectrumkd.SpectrumKDError: config: unknown config key 'loss.divergense'; did you mean 'loss.divergence'?
+    """
+    return _build(RunConfig, data, "", where)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` strings to nested dicts (values parsed as YAML scalars).
+
+    >>> apply_overrides({"loss": {"mode": "kd"}}, ["loss.divergence=rkl", "optim.lr=1e-4"])
+    {'loss': {'mode': 'kd', 'divergence': 'rkl'}, 'optim': {'lr': '1e-4'}}
+    """
+    valid = _all_keys(RunConfig)
+    sections = {k for k, t in typing.get_type_hints(RunConfig).items() if dataclasses.is_dataclass(t)}
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SpectrumKDError(f"override {item!r}: expected key=value, e.g. loss.divergence=rkl")
+        if key not in valid:
+            raise _unknown_key(key, valid, "override")
+        value = yaml.safe_load(raw) if raw.strip() else None
+        parts = key.split(".")
+        if len(parts) == 2 and parts[0] in sections:
+            section = out.get(parts[0])
+            out[parts[0]] = dict(section) if isinstance(section, dict) else {}
+            out[parts[0]][parts[1]] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _resolve_path(raw: str, config_path: Path | None) -> str:
+    """Resolve a relative data path against the cwd, the config's folder, then its parent."""
+    p = Path(raw).expanduser()
+    if p.is_absolute():
+        return str(p)
+    candidates = [Path.cwd() / p]
+    if config_path is not None:
+        folder = config_path.resolve().parent
+        candidates += [folder / p, folder.parent / p]
+    for c in candidates:
+        if c.exists():
+            return str(c.resolve())
+    return raw  # not a local path: a hub name, or a missing file the data loader reports
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, **sections: dict
+) -> RunConfig:
+    """Read a YAML config, apply dotted ``overrides`` and return the checked :class:`RunConfig`.
+
+    Relative ``data.source``/``data.validation_source`` paths are tried against the current
+    directory, then the config file's folder, then that folder's parent (so ``configs/x.yaml``
+    can name ``../shared/data/...`` relative to the checkout from any working directory).
+    ``sections`` (e.g. ``loss={"mode": "sft"}``) are merged in before the overrides.
+    """
+    data: dict = {}
+    config_path = Path(path) if path is not None else None
+    where = str(config_path) if config_path is not None else "config"
+    if config_path is not None:
+        try:
+            loaded = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise SpectrumKDError(f"{config_path}: config file not found") from exc
+        except yaml.YAMLError as exc:
+            raise SpectrumKDError(f"{config_path}: not valid YAML ({exc})") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise SpectrumKDError(f"{config_path}: expected a mapping at the top level")
+        data = loaded or {}
+    for name, section in sections.items():
+        merged = dict(data.get(name) or {}) if isinstance(section, dict) else None
+        if merged is not None:
+            merged.update(section)
+            data[name] = merged
+        else:
+            data[name] = section
+    data = apply_overrides(data, overrides or [])
+    cfg = config_from_dict(data, where=where)
+    for attr in ("source", "validation_source"):
+        raw = getattr(cfg.data, attr)
+        if raw:
+            setattr(cfg.data, attr, _resolve_path(raw, config_path))
+    return cfg
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> Path:
+    """Write the resolved config (every default included) as YAML; it loads back equal."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False), encoding="utf-8")
+    return path

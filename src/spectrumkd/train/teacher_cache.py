@@ -1,0 +1,217 @@
+"""Teacher-logit cache: one teacher pass writes the top-k log-probabilities of every response token.
+
+Training then runs without the teacher in memory: :meth:`TeacherCache.batch` returns the sparse
+targets of a batch, aligned with its shifted labels, for ``spectrumkd.losses.sparse_kd_loss``,
+which re-tempers them per epoch (the plan's τ). Log-probabilities are stored at T = 1 over the
+shared vocabulary; with k = V the cached run equals the online run (up to the stored dtype).
+
+On disk (a folder, written to ``<folder>.tmp`` and renamed when complete)::
+
+    index.json          {"spectrumkd": "teacher_cache", "k", "dtype", "vocab_size", "n_tokens",
+                         <fingerprint: model, model_fingerprint, dataset_fingerprint, template,
+                         max_length>, "created", "examples": [[id, offset, length], ...]}
+    topk_ids.npy        int32   [n_tokens, k]   token ids, descending teacher probability
+    topk_logprobs.npy   float16 [n_tokens, k]   log p_teacher(token) at T = 1 (or float32)
+
+Rows are the response tokens of each example in order (positions whose shifted label is not
+-100). At k = 64: 64·(4 + 2) = 384 bytes per token in float16, 512 in float32 (a full bf16
+distribution over SmolLM2's 49152 tokens is 96 KiB). Reads are memory-mapped (``np.load(...,
+mmap_mode="r")``), so a cache larger than RAM works. A cache is reused only when its fingerprint,
+k and dtype match and it holds every example asked for; otherwise it is an error naming the
+mismatch (delete the folder or point ``teacher_cache.dir`` elsewhere).
+
+Not here: the loss (``spectrumkd.losses``) and fingerprinting the model/data (the pipeline passes
+the same fingerprint fields that the scores file uses).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spectrumkd import SpectrumKDError
+
+__all__ = ["FINGERPRINT_KEYS", "TeacherCache", "response_positions", "write_teacher_cache"]
+
+FINGERPRINT_KEYS = ("model", "model_fingerprint", "dataset_fingerprint", "template", "max_length")
+_INDEX = "index.json"
+_IDS = "topk_ids.npy"
+_LOGPROBS = "topk_logprobs.npy"
+
+
+def response_positions(labels: Sequence[int]) -> int:
+    """Number of scored positions of one example: shifted labels that are not -100.
+
+    >>> response_positions([-100, -100, 5, 6, 7])
+    3
+    """
+    return sum(1 for x in list(labels)[1:] if x != -100)
+
+
+class TeacherCache:
+    """A written cache, memory-mapped. Open with :meth:`open`."""
+
+    def __init__(self, folder: Path, header: dict, ids: np.ndarray, logprobs: np.ndarray) -> None:
+        self.folder = folder
+        self.header = header
+        self.k = int(header["k"])
+        self.vocab_size = int(header["vocab_size"])
+        self._ids = ids
+        self._logprobs = logprobs
+        self._where = {ex_id: (int(off), int(n)) for ex_id, off, n in header["examples"]}
+
+    @classmethod
+    def open(cls, folder: str | Path) -> TeacherCache:
+        folder = Path(folder)
+        index = folder / _INDEX
+        if not index.is_file():
+            raise SpectrumKDError(f"{folder}: no teacher cache here ({_INDEX} is missing)")
+        header = json.loads(index.read_text(encoding="utf-8"))
+        if header.get("spectrumkd") != "teacher_cache":
+            raise SpectrumKDError(f"{index}: not a spectrumkd teacher cache")
+        ids = np.load(folder / _IDS, mmap_mode="r")
+        logprobs = np.load(folder / _LOGPROBS, mmap_mode="r")
+        if ids.shape != logprobs.shape or ids.shape[0] != header["n_tokens"]:
+            raise SpectrumKDError(f"{folder}: array shapes {ids.shape}/{logprobs.shape} disagree with {_INDEX}")
+        return cls(folder, header, ids, logprobs)
+
+    def __contains__(self, example_id) -> bool:
+        return example_id in self._where
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.header["n_tokens"])
+
+    @property
+    def bytes_per_token(self) -> float:
+        """Bytes of the two arrays per response token."""
+        return self.k * (self._ids.dtype.itemsize + self._logprobs.dtype.itemsize)
+
+    def targets(self, example_id) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids [n, k] int32, logprobs [n, k])`` of one example's response tokens."""
+        try:
+            off, n = self._where[example_id]
+        except KeyError:
+            raise SpectrumKDError(f"{self.folder}: example {example_id!r} is not in the teacher cache") from None
+        return self._ids[off : off + n], self._logprobs[off : off + n]
+
+    def batch(self, example_ids: Sequence, shifted_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sparse teacher targets aligned with ``shifted_labels`` ``[B, L]``.
+
+        Returns ``teacher_ids`` LongTensor ``[B, L, k]`` and ``teacher_logprobs`` float32
+        ``[B, L, k]``; positions whose label is -100 hold id 0 and log-prob 0 (the loss masks them).
+        """
+        b, length = shifted_labels.shape
+        out_ids = torch.zeros(b, length, self.k, dtype=torch.long)
+        out_lp = torch.zeros(b, length, self.k, dtype=torch.float32)
+        mask = shifted_labels.cpu() != -100
+        for row, ex_id in enumerate(example_ids):
+            ids, lp = self.targets(ex_id)
+            n = int(mask[row].sum())
+            if n != len(ids):
+                raise SpectrumKDError(
+                    f"{self.folder}: example {ex_id!r} has {n} response tokens but the cache holds "
+                    f"{len(ids)}; was it written with another tokenizer or template?"
+                )
+            out_ids[row, mask[row]] = torch.from_numpy(np.array(ids, dtype=np.int64))
+            out_lp[row, mask[row]] = torch.from_numpy(np.array(lp, dtype=np.float32))
+        return out_ids.to(shifted_labels.device), out_lp.to(shifted_labels.device)
+
+    def check(self, fingerprint: dict, *, k: int, dtype: str, example_ids: Sequence) -> None:
+        """Raise unless this cache was written for ``fingerprint``/``k``/``dtype`` and holds every id."""
+        diffs = [key for key in FINGERPRINT_KEYS if self.header.get(key) != fingerprint.get(key)]
+        if self.header["k_requested"] != k:
+            diffs.append("k")
+        if self.header["dtype"] != dtype:
+            diffs.append("dtype")
+        if diffs:
+            raise SpectrumKDError(
+                f"{self.folder}: teacher cache was written for another run ({', '.join(diffs)} differ); "
+                "delete it or set teacher_cache.dir to another folder"
+            )
+        missing = [i for i in example_ids if i not in self._where]
+        if missing:
+            raise SpectrumKDError(f"{self.folder}: teacher cache lacks {len(missing)} example(s): {missing[:10]}")
+
+
+@torch.no_grad()
+def write_teacher_cache(
+    folder: str | Path,
+    teacher: torch.nn.Module,
+    examples: Sequence,
+    collate: Callable[[list], dict],
+    *,
+    vocab_size: int,
+    k: int = 64,
+    dtype: str = "float16",
+    batch_size: int = 8,
+    fingerprint: dict | None = None,
+    progress: bool = False,
+) -> TeacherCache:
+    """Run ``teacher`` once over ``examples`` and write their top-k log-probs to ``folder``.
+
+    ``examples`` are :class:`spectrumkd.data.Example` objects (``id``, ``input_ids``, ``labels``);
+    ``collate`` is a ``spectrumkd.data.Collator``; ``vocab_size`` is the shared tokenizer length
+    (logits beyond it are padding rows and are dropped, never renormalised into).
+    """
+    folder = Path(folder)
+    np_dtype = {"float16": np.float16, "float32": np.float32}[dtype]
+    k_eff = min(k, vocab_size)
+    counts = [response_positions(ex.labels) for ex in examples]
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    n_tokens = int(offsets[-1])
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    ids_mm = np.lib.format.open_memmap(tmp / _IDS, mode="w+", dtype=np.int32, shape=(n_tokens, k_eff))
+    lp_mm = np.lib.format.open_memmap(tmp / _LOGPROBS, mode="w+", dtype=np_dtype, shape=(n_tokens, k_eff))
+    was_training = teacher.training
+    teacher.eval()
+    device = next(teacher.parameters()).device
+    # Longest first in batches of similar length: less padding, and an OOM shows up at once.
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
+    from tqdm.auto import tqdm
+
+    for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="teacher cache"):
+        rows = order[start : start + batch_size]
+        batch = collate([examples[i] for i in rows])
+        input_ids = batch["input_ids"].to(device)
+        logits = teacher(input_ids=input_ids, attention_mask=batch["attention_mask"].to(device)).logits
+        logits = logits[:, :-1, :vocab_size].float()  # [B, L-1, V]
+        mask = batch["labels"][:, 1:].to(device) != -100  # [B, L-1]
+        logprobs = torch.log_softmax(logits[mask], dim=-1)  # [T, V]
+        top_lp, top_ids = logprobs.topk(k_eff, dim=-1)  # [T, k]
+        top_lp, top_ids = top_lp.cpu().numpy(), top_ids.cpu().numpy()
+        seen = 0
+        for i in rows:
+            n = counts[i]
+            ids_mm[offsets[i] : offsets[i] + n] = top_ids[seen : seen + n]
+            lp_mm[offsets[i] : offsets[i] + n] = top_lp[seen : seen + n]
+            seen += n
+    ids_mm.flush()
+    lp_mm.flush()
+    del ids_mm, lp_mm
+    teacher.train(was_training)
+    header = {
+        "spectrumkd": "teacher_cache",
+        "k": k_eff,
+        "k_requested": k,
+        "dtype": dtype,
+        "vocab_size": vocab_size,
+        "n_tokens": n_tokens,
+        **{key: (fingerprint or {}).get(key) for key in FINGERPRINT_KEYS},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "examples": [[ex.id, int(offsets[i]), counts[i]] for i, ex in enumerate(examples)],
+    }
+    (tmp / _INDEX).write_text(json.dumps(header), encoding="utf-8")
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return TeacherCache.open(folder)
