@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "plan": "spectrumkd.commands.plan",
     "distill": "spectrumkd.commands.distill",
     "score": "spectrumkd.commands.score",
+    "report": "spectrumkd.commands.report",
     "eval": "spectrumkd.commands.eval",
     "compare": "spectrumkd.commands.compare",
 }

@@ -1,0 +1,173 @@
+"""Read what a report needs from a run directory (DESIGN.md §7) into plain data.
+
+Each file is optional on its own — a scoring-only run has ``scores.jsonl`` but no metrics, an
+evaluation-only folder has ``eval/results.json`` — but a directory with none of them is an error
+that names the directory and the files looked for. Files that are present but malformed raise
+:class:`~spectrumkd.SpectrumKDError` naming the file and line; nothing is guessed or filled in.
+
+This module does not draw anything (see :mod:`spectrumkd.report.figures`) and does not compute
+statistics (see :mod:`spectrumkd.evaluate`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from spectrumkd import SpectrumKDError
+from spectrumkd.curriculum import Plan, ScoresFile, read_scores
+
+#: The run-directory files a report reads, relative to the run directory.
+RUN_FILES: tuple[str, ...] = (
+    "config.yaml",
+    "scores.jsonl",
+    "plan.json",
+    "metrics.jsonl",
+    "eval/results.json",
+)
+
+#: Fields that only an end-of-epoch line of ``metrics.jsonl`` carries.
+EPOCH_ONLY_KEYS: frozenset[str] = frozenset(
+    {"subset_size", "val_loss", "val_rougeL", "epoch_time_s", "epoch_loss"}
+)
+
+
+@dataclass
+class RunData:
+    """Everything a report uses from one run directory; ``None``/empty where a file is absent."""
+
+    path: Path
+    name: str
+    config: dict[str, Any] | None = None
+    scores: ScoresFile | None = None
+    plan: Plan | None = None
+    step_metrics: list[dict[str, Any]] = field(default_factory=list)
+    epoch_metrics: list[dict[str, Any]] = field(default_factory=list)
+    results: dict[str, Any] | None = None
+
+    @property
+    def has_training(self) -> bool:
+        return bool(self.step_metrics or self.epoch_metrics)
+
+
+def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split ``metrics.jsonl`` into (step lines, epoch lines), each in file order.
+
+    A line is an epoch line when its ``kind`` field says ``"epoch"`` or, without ``kind``, when it
+    carries a field that only epoch summaries have (``subset_size``, ``val_loss``, ``val_rougeL``…);
+    every other line is a step line. Blank lines are skipped; anything that is not a JSON object
+    raises an error naming the file and line.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "metrics.jsonl"
+    >>> _ = p.write_text('{"step": 1, "epoch": 1, "ce": 2.0}\\n{"epoch": 1, "subset_size": 8}\\n')
+    >>> steps, epochs = read_metrics(p)
+    >>> len(steps), epochs[0]["subset_size"]
+    (1, 8)
+    """
+    steps: list[dict[str, Any]] = []
+    epochs: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SpectrumKDError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(row, dict):
+                raise SpectrumKDError(f"{path}:{lineno}: expected a JSON object, got {row!r:.60}")
+            kind = row.get("kind")
+            if kind == "epoch" or (kind is None and EPOCH_ONLY_KEYS & row.keys()):
+                epochs.append(row)
+            elif kind in (None, "step"):
+                steps.append(row)
+            # Other kinds (e.g. "eval", "checkpoint") carry nothing the report plots.
+    return steps, epochs
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SpectrumKDError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    if not isinstance(data, dict):
+        raise SpectrumKDError(f"{path}: expected a JSON object at the top level")
+    return data
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SpectrumKDError(f"{path}: not valid YAML ({exc})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SpectrumKDError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_run(path: str | Path, *, name: str | None = None) -> RunData:
+    """Load one run directory; ``name`` defaults to the directory's name.
+
+    Raises :class:`~spectrumkd.SpectrumKDError` when ``path`` is not a directory or holds none of
+    :data:`RUN_FILES`.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise SpectrumKDError(f"{root}: not a run directory (it does not exist or is a file)")
+    present = [rel for rel in RUN_FILES if (root / rel).is_file()]
+    if not present:
+        raise SpectrumKDError(
+            f"{root}: nothing to report — none of {', '.join(RUN_FILES)} is in this directory"
+        )
+    run = RunData(path=root, name=name or root.resolve().name)
+    if (root / "config.yaml").is_file():
+        run.config = _read_yaml(root / "config.yaml")
+    if (root / "scores.jsonl").is_file():
+        run.scores = read_scores(root / "scores.jsonl")
+    if (root / "plan.json").is_file():
+        run.plan = Plan.load(root / "plan.json")
+    if (root / "metrics.jsonl").is_file():
+        run.step_metrics, run.epoch_metrics = read_metrics(root / "metrics.jsonl")
+    if (root / "eval" / "results.json").is_file():
+        run.results = _read_json(root / "eval" / "results.json")
+    return run
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    """Short, distinct run names: the directory name, prefixed by parents where two collide.
+
+    >>> unique_names([Path("a/spectrumkd"), Path("b/spectrumkd"), Path("b/full")])
+    ['a/spectrumkd', 'b/spectrumkd', 'full']
+    """
+    resolved = [Path(p).resolve() for p in paths]
+    distinct = list(dict.fromkeys(resolved))
+    parts = [p.parts for p in distinct]
+    depth = [1] * len(distinct)
+    while True:
+        names = ["/".join(pt[-d:]) for pt, d in zip(parts, depth)]
+        clashes = {n for n in names if names.count(n) > 1}
+        if not clashes:
+            break
+        for i, n in enumerate(names):
+            if n in clashes:
+                depth[i] += 1  # distinct paths differ somewhere, so this ends
+    name_of = dict(zip(distinct, names))
+    out = [name_of[p] for p in resolved]
+    # The very same directory given twice: number the repeats.
+    return [f"{n} ({i + 1})" if resolved.count(p) > 1 else n
+            for i, (n, p) in enumerate(zip(out, resolved))]  # fmt: skip
+
+
+def load_runs(paths: list[str | Path]) -> list[RunData]:
+    """Load several run directories, naming each so that the names are distinct."""
+    if not paths:
+        raise SpectrumKDError("no run directory given")
+    names = unique_names([Path(p) for p in paths])
+    return [load_run(p, name=n) for p, n in zip(paths, names)]
