@@ -9,7 +9,8 @@ commands a user calls:
 
 1. build the student folder (``prune_layers`` + ``save_model``);
 2. ``spectrumkd distill`` with the SpectrumKD curriculum (scores → plan → KD) into ``spectrumkd/``;
-3. the same run without the curriculum (full data, the paper's 20:25 epoch ratio) into ``full/``;
+3. the same run without the curriculum (full data at a fixed τ = τ0, the paper's 20:25 epoch
+   ratio) into ``full/``;
 4. ``spectrumkd eval`` of the student before training and of both runs' ``best`` checkpoints;
 5. ``spectrumkd report`` over the runs into ``report/``.
 
@@ -172,7 +173,8 @@ def run_demo(config_path: str | Path, out_dir: str | Path, overrides: list[str] 
     spectrum_cfg.output_dir = str(out / "spectrumkd")
     runs["spectrumkd"] = spectrum_cfg
     full_cfg = copy.deepcopy(base)
-    full_cfg.curriculum.kind = "none"
+    full_cfg.curriculum.kind = "none"  # standard KD: all data at a fixed τ = τ0
+    full_cfg.curriculum.temperature_schedule = "constant"
     full_cfg.curriculum.epochs = demo.baseline_epochs or max(1, round(0.8 * run.curriculum.epochs))
     full_cfg.output_dir = str(out / "full")
     runs["full"] = full_cfg

@@ -91,3 +91,11 @@ def test_missing_file_and_empty_file(tmp_path):
 def test_real_dolly_loads(shared_data):
     recs = load_records(shared_data / "dolly" / "dev.jsonl")
     assert len(recs) == 1000 and recs[0].id == "dev-1" and recs[0].output
+
+
+def test_metamathqa_query_response_fields():
+    from spectrumkd.data.formats import record_from_row
+
+    rec = record_from_row({"query": "What is 2+2?", "response": "2+2=4. The answer is: 4"},
+                          default_id="mm-1", where="mm:1", fields=None, id_field="id")
+    assert (rec.instruction, rec.output) == ("What is 2+2?", "2+2=4. The answer is: 4")

@@ -21,7 +21,7 @@ from typing import Any
 from spectrumkd import SpectrumKDError
 
 FIELD_CANDIDATES: dict[str, tuple[str, ...]] = {
-    "instruction": ("instruction", "question", "problem"),
+    "instruction": ("instruction", "question", "problem", "query"),  # query: MetaMathQA
     "input": ("input", "context"),
     "output": ("output", "response", "answer", "solution", "completion"),
     "references": ("references",),

@@ -12,7 +12,7 @@ Example (runs in ``tests/train/test_sampler.py``)::
     from spectrumkd.curriculum import make_plan
     from spectrumkd.train.sampler import PlanSampler
 
-    plan = make_plan("spectrumkd", ids, scores, epochs=4, warmup_epochs=1)
+    plan = make_plan("spectrumkd", ids, scores, epochs=4, warmup=1)
     sampler = PlanSampler(plan, dataset_ids=ids, seed=0)   # ids in dataset order
     loader = DataLoader(dataset, batch_size=8, sampler=sampler, collate_fn=collate)
     for epoch in range(plan.num_epochs):
