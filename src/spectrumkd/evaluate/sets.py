@@ -309,6 +309,10 @@ def load_set(
 ) -> EvalSet:
     """Load set ``name`` of ``suite`` from ``data``, a data root, or the hub (module docstring)."""
     name = canonical_name(name)
+    if data is not None and str(data).startswith("spectrumkd:"):  # a file shipped in the package
+        from spectrumkd.data.formats import PACKAGED_PREFIX, packaged_data
+
+        data = packaged_data(str(data)[len(PACKAGED_PREFIX):])
     if data is not None:
         return load_file(data, name=name, suite=suite, limit=limit)
     for root in default_data_roots(data_root):
