@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "report": "spectrumkd.commands.report",
     "eval": "spectrumkd.commands.eval",
     "compare": "spectrumkd.commands.compare",
+    "judge": "spectrumkd.commands.judge",
     "demo": "spectrumkd.commands.demo",
 }
 

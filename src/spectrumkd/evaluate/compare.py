@@ -8,8 +8,10 @@ run's (the baseline, "P. Gains (%)"), and a two-sided Wilcoxon signed-rank p-val
 against the baseline over the per-example scores of all shared sets (each example's score
 averaged over seeds first; examples paired by set and id). :func:`render_markdown` prints it.
 
-Not here: winning rates (``judge.py``) — a run's ``results.json`` may carry them, but compare
-only tabulates the main metric.
+When a run's eval folder also holds a ``judge.json`` (written by ``spectrumkd judge``), its
+winning rates (WR, in %) are shown beside each set's metric, with their mean over the sets.
+
+Not here: judging itself (``judge.py``, ``judge_runs.py``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from spectrumkd import SpectrumKDError
+from spectrumkd.evaluate.judge_runs import JUDGE_FILE, read_judge
 from spectrumkd.evaluate.results import read_results, read_rows_only
 from spectrumkd.evaluate.stats import relative_gain, wilcoxon_p
 
@@ -42,6 +45,8 @@ class Comparison:
     gain: dict[str, float | None]
     p_value: dict[str, float | None]
     n_pairs: dict[str, int]
+    wr: dict[str, dict[str, float | None]] = field(default_factory=dict)  # from judge.json
+    wr_baseline: dict[str, str] = field(default_factory=dict)  # run -> judged against
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,8 +122,16 @@ def compare_runs(paths: list[str | os.PathLike]) -> Comparison:
                     b.append(scores[0][s][key])
         n_pairs[name] = len(a)
         p_value[name] = wilcoxon_p(a, b) if a else None
+    wr: dict[str, dict[str, float | None]] = {}
+    wr_baseline: dict[str, str] = {}
+    for name, f in zip(names, files):
+        if (f.parent / JUDGE_FILE).is_file():
+            judged = read_judge(f.parent / JUDGE_FILE)
+            wr[name] = {s: judged["sets"].get(s, {}).get("winning_rate") for s in sets}
+            wr_baseline[name] = str(judged.get("baseline", {}).get("path"))
     return Comparison(runs=names, paths=[str(f) for f in files], sets=sets, metrics=metrics,
-                      values=values, average=average, gain=gain, p_value=p_value, n_pairs=n_pairs)
+                      values=values, average=average, gain=gain, p_value=p_value, n_pairs=n_pairs,
+                      wr=wr, wr_baseline=wr_baseline)
 
 
 def _fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
@@ -126,22 +139,41 @@ def _fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
 
 
 def render_markdown(table: Comparison) -> str:
-    """A Markdown table: run, one column per set, Avg., P. Gains (%), Wilcoxon p vs baseline."""
-    heads = [f"{SET_TITLES.get(s, s)} ({table.metrics[s]})" for s in table.sets]
+    """A Markdown table: run, one column per set, Avg., P. Gains (%), Wilcoxon p vs baseline.
+
+    With winning rates (``table.wr``), each set also gets a WR column and Avg. WR follows Avg.
+    """
+    show_wr = bool(table.wr)
+    heads = []
+    for s in table.sets:
+        heads.append(f"{SET_TITLES.get(s, s)} ({table.metrics[s]})")
+        heads += [f"{SET_TITLES.get(s, s)} (WR)"] if show_wr else []
+    heads.append("Avg.")
+    heads += ["Avg. WR"] if show_wr else []
     lines = [
-        "| Run | " + " | ".join(heads) + " | Avg. | P. Gains (%) | p (Wilcoxon) |",
-        "|---|" + "---:|" * (len(heads) + 3),
+        "| Run | " + " | ".join(heads) + " | P. Gains (%) | p (Wilcoxon) |",
+        "|---|" + "---:|" * (len(heads) + 2),
     ]
     for name in table.runs:
-        cells = [_fmt(table.values[name][s]) for s in table.sets]
+        run_wr = table.wr.get(name, {})
+        cells = []
+        for s in table.sets:
+            cells.append(_fmt(table.values[name][s]))
+            cells += [_fmt(run_wr.get(s))] if show_wr else []
+        cells.append(_fmt(table.average[name]))
+        if show_wr:
+            found = [run_wr[s] for s in table.sets if run_wr.get(s) is not None]
+            cells.append(_fmt(sum(found) / len(found) if found else None))
         p = table.p_value[name]
         p_text = "baseline" if name == table.runs[0] else (
             "–" if p is None else (f"{p:.2e}" if p < 1e-3 else f"{p:.3f}"))
         lines.append(f"| {name} | " + " | ".join(cells)
-                     + f" | {_fmt(table.average[name])} | {_fmt(table.gain[name])} | {p_text} |")
+                     + f" | {_fmt(table.gain[name])} | {p_text} |")
     lines.append("")
     lines.append(f"Baseline: {table.runs[0]}. Avg. is over sets every run has; p-values pair "
                  "per-example scores (mean over seeds) with the baseline's.")
+    for name, against in table.wr_baseline.items():
+        lines.append(f"WR of {name}: LLM-judge winning rate (%) against {against} (judge.json).")
     return "\n".join(lines) + "\n"
 
 
