@@ -18,3 +18,14 @@ def shared_data() -> Path:
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Do not collect conftest.py files as doctest modules (``--doctest-modules`` is for src/).
+
+    Several test folders have a conftest.py; importing them as doctest modules clashes on the
+    shared basename. They still load as conftests (fixtures and hooks).
+    """
+    if collection_path.name == "conftest.py":
+        return True
+    return None

@@ -11,8 +11,6 @@ curriculum and ``spectrumkd plan`` work without torch.
 
 from __future__ import annotations
 
-import json
-import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from spectrumkd import SpectrumKDError
+from spectrumkd.jsonl import iter_jsonl
 
 __all__ = ["ScoresFile", "read_scores", "validate_scores"]
 
@@ -84,35 +83,26 @@ def read_scores(path: str | Path) -> ScoresFile:
     header: dict | None = None
     ids: list = []
     scores: list[float] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SpectrumKDError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise SpectrumKDError(f"{path}:{lineno}: expected a JSON object")
-            if "spectrumkd" in obj:
-                if obj["spectrumkd"] != "scores":
-                    raise SpectrumKDError(
-                        f"{path}:{lineno}: this is a {obj['spectrumkd']!r} file, not scores"
-                    )
-                if header is not None or ids:
-                    raise SpectrumKDError(f"{path}:{lineno}: header line must be the first line")
-                header = obj
-                continue
-            if "id" not in obj or "score" not in obj:
-                missing = [k for k in ("id", "score") if k not in obj]
-                raise SpectrumKDError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
-            score = obj["score"]
-            if isinstance(score, bool) or not isinstance(score, (int, float)):
+    for lineno, obj in iter_jsonl(path):
+        if "spectrumkd" in obj:
+            if obj["spectrumkd"] != "scores":
                 raise SpectrumKDError(
-                    f"{path}:{lineno}: score must be a number, got {score!r} (id {obj['id']!r})"
+                    f"{path}:{lineno}: this is a {obj['spectrumkd']!r} file, not scores"
                 )
-            ids.append(obj["id"])
-            scores.append(float(score) if math.isfinite(score) else score)
+            if header is not None or ids:
+                raise SpectrumKDError(f"{path}:{lineno}: header line must be the first line")
+            header = obj
+            continue
+        if "id" not in obj or "score" not in obj:
+            missing = [k for k in ("id", "score") if k not in obj]
+            raise SpectrumKDError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
+        score = obj["score"]
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise SpectrumKDError(
+                f"{path}:{lineno}: score must be a number, got {score!r} (id {obj['id']!r})"
+            )
+        ids.append(obj["id"])
+        scores.append(float(score))
     if not ids:
         raise SpectrumKDError(f"{path}: no scores (empty file or header only)")
     arr = validate_scores(ids, scores, source=str(path))

@@ -29,6 +29,7 @@ import os
 from pathlib import Path
 
 from spectrumkd import SpectrumKDError, __version__
+from spectrumkd.jsonl import iter_jsonl
 
 PROTOCOL_VERSION = "spectrumkd-eval/1"
 HEADER_KEYS = ("protocol", "suite", "set", "seed", "model_fingerprint", "data_fingerprint",
@@ -109,19 +110,8 @@ def append_rows(path: str | os.PathLike, header: dict, rows: list[dict]) -> None
 
 def read_rows_only(path: str | os.PathLike) -> list[dict]:
     """The example rows of a generations file (header skipped), for ``compare``."""
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SpectrumKDError(f"{path}:{line_no}: not valid JSON") from exc
-            if line_no == 1 and obj.get("spectrumkd") == "generations":
-                continue
-            rows.append(obj)
-    return rows
+    return [obj for line_no, obj in iter_jsonl(path)
+            if not (line_no == 1 and obj.get("spectrumkd") == "generations")]
 
 
 def new_results(*, suite: str, model: str, model_fingerprint: str, settings: dict) -> dict:

@@ -22,7 +22,6 @@ Not here: prompt tokenisation and truncation (``generation.py``), scoring (``rou
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from spectrumkd import SpectrumKDError
+from spectrumkd.jsonl import iter_jsonl
 
 INSTRUCT_SETS = ("dolly", "self-inst", "vicuna", "sinst", "unni")
 MATH_SETS = ("gsm8k", "math")
@@ -167,23 +167,7 @@ def file_fingerprint(path: str | os.PathLike) -> str:
 
 def read_rows(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """(1-based line number, object) for each non-blank line of a JSONL or JSONL.gz file."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        handle = opener(path, "rt", encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise SpectrumKDError(f"{path}: no such file") from exc
-    with handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SpectrumKDError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise SpectrumKDError(f"{path}:{line_no}: expected a JSON object")
-            yield line_no, row
+    return iter_jsonl(path)
 
 
 def _references(row: dict, where: str, key: str = "output") -> tuple[str, ...]:

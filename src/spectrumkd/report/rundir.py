@@ -20,6 +20,7 @@ import yaml
 
 from spectrumkd import SpectrumKDError
 from spectrumkd.curriculum import Plan, ScoresFile, read_scores
+from spectrumkd.jsonl import iter_jsonl
 
 #: The run-directory files a report reads, relative to the run directory.
 RUN_FILES: tuple[str, ...] = (
@@ -71,22 +72,13 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     """
     steps: list[dict[str, Any]] = []
     epochs: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SpectrumKDError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise SpectrumKDError(f"{path}:{lineno}: expected a JSON object, got {row!r:.60}")
-            kind = row.get("kind")
-            if kind == "epoch" or (kind is None and EPOCH_ONLY_KEYS & row.keys()):
-                epochs.append(row)
-            elif kind in (None, "step"):
-                steps.append(row)
-            # Other kinds (e.g. "eval", "checkpoint") carry nothing the report plots.
+    for _, row in iter_jsonl(path):
+        kind = row.get("kind")
+        if kind == "epoch" or (kind is None and EPOCH_ONLY_KEYS & row.keys()):
+            epochs.append(row)
+        elif kind in (None, "step"):
+            steps.append(row)
+        # Other kinds (e.g. "eval", "checkpoint") carry nothing the report plots.
     return steps, epochs
 
 
