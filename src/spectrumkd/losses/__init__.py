@@ -8,11 +8,18 @@ summed over unmasked tokens and divided by the caller's token count.
 - :mod:`.objective` — :func:`kd_loss`, :class:`KDLoss`, anchor presets (:func:`preset`).
 - :mod:`.chunked` — :func:`chunked_kd_loss` (from logits) and :func:`fused_kd_loss` (from hidden
   states and LM heads), exact and memory-light.
+- :mod:`.cross_entropy` — ``ce_and_gather``: CE and gathered logits from one logsumexp
+  (analytic gradient), shared by the SFT and sparse paths.
 - :mod:`.sparse` — :func:`sparse_kd_loss` against top-k teacher targets, :func:`retemper`.
 - :mod:`.vocab` — :func:`shared_vocab_logits`, :func:`check_tokenizers_match`.
 """
 
-from spectrumkd.losses.chunked import chunked_kd_loss, default_chunk_size, fused_kd_loss
+from spectrumkd.losses.chunked import (
+    chunked_kd_loss,
+    default_chunk_size,
+    default_fused_chunk_size,
+    fused_kd_loss,
+)
 from spectrumkd.losses.divergences import (
     DIVERGENCES,
     divergence,
@@ -36,6 +43,7 @@ __all__ = [
     "check_tokenizers_match",
     "chunked_kd_loss",
     "default_chunk_size",
+    "default_fused_chunk_size",
     "divergence",
     "divergence_and_grad",
     "divergence_from_log_probs",

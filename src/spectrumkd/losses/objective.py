@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from spectrumkd import SpectrumKDError
+from spectrumkd.losses.cross_entropy import ce_and_gather
 from spectrumkd.losses.divergences import DIVERGENCES, _check, _log_probs, divergence_from_log_probs
 
 
@@ -177,7 +178,9 @@ def kd_loss(
 
     End points: all tokens masked → every part is 0 (never NaN); ``divergence="none"`` or
     ``ce_weight=1`` → plain SFT (``teacher_logits`` may be None; ``kd`` is 0); ``ce_weight=0`` →
-    pure KD (``ce`` is still reported, detached). ``chunk_size`` (tokens per chunk) takes the chunked
+    pure KD (``ce`` is still reported, detached); plain SFT runs on
+    :func:`~spectrumkd.losses.cross_entropy.ce_and_gather` (one logsumexp, analytic gradient, no
+    ``(..., V)`` copies of sliced logits). ``chunk_size`` (tokens per chunk) takes the chunked
     path (:func:`spectrumkd.losses.chunked_kd_loss`): same value and gradients, far less memory.
     Teacher logits get no gradient.
 
@@ -198,6 +201,13 @@ def kd_loss(
             ce_weight=ce_weight, num_tokens=num_tokens, ignore_index=ignore_index, skew=skew,
             teacher_weight=teacher_weight, chunk_size=chunk_size,
         )  # fmt: skip
+    if not kd_active:  # plain SFT: one logsumexp, analytic gradient, no (..., V) copies
+        if student_logits.shape[:-1] != labels.shape:
+            _flatten(student_logits, labels)  # raises the shape error
+        sft_mask = labels != ignore_index
+        den, count = token_denominator(sft_mask, num_tokens)
+        ce_sum = ce_and_gather(student_logits, labels, sft_mask)[0].sum()
+        return combine(ce_sum, ce_sum.new_zeros(()), den, count, 1.0, temperature)
     z, y = _flatten(student_logits, labels)  # (N, V), (N,)
     mask = y != ignore_index
     den, count = token_denominator(mask, num_tokens)

@@ -14,6 +14,10 @@ bucket's tempered mass cannot be known from cached values; (2) every divergence 
 term does not see the student's mass outside S (for ``fkl`` the full-vocabulary student version
 differs by −log q(S)); the CE term, computed on the full student logits, still does.
 
+Cost: the CE and the k gathered student logits come from one ``logsumexp`` over V with an
+analytic backward (:func:`spectrumkd.losses.cross_entropy.ce_and_gather`); everything else works
+on ``(..., k)`` tensors, so a cached KD step costs about what an SFT step costs.
+
 Not here: building or storing the cache (the trainer's teacher cache does; :func:`topk_teacher`
 makes the targets from dense logits). Ids within one position must be distinct; entries whose
 teacher log-probability is −inf (padding) are outside the support for both models.
@@ -27,6 +31,7 @@ import torch
 from torch import Tensor
 
 from spectrumkd import SpectrumKDError
+from spectrumkd.losses.cross_entropy import ce_and_gather
 from spectrumkd.losses.divergences import _log_probs, divergence_from_log_probs
 from spectrumkd.losses.objective import KDLoss, check_objective_args, combine, token_denominator
 
@@ -112,15 +117,15 @@ def sparse_kd_loss(
         )
     mask = labels != ignore_index  # (...)
     den, count = token_denominator(mask, num_tokens)
-    safe_y = torch.where(mask, labels, 0).unsqueeze(-1)  # (..., 1)
-    with torch.set_grad_enabled(torch.is_grad_enabled() and ce_weight > 0):
-        log_q1 = _log_probs(student_logits, 1.0)  # (..., V)
-    ce_sum = torch.where(mask, -log_q1.gather(-1, safe_y).squeeze(-1), 0.0).sum()
+    # One logsumexp over V gives the CE; the KD term needs only the k gathered student logits
+    # (analytic backward: the (..., V) gradient is the only vocabulary-sized buffer).
+    ce_tok, z_s = ce_and_gather(student_logits, labels, mask, teacher_ids if kd_active else None)
+    ce_sum = ce_tok.sum()
     if ce_weight == 0:
         ce_sum = ce_sum.detach()
     if not kd_active:
         return combine(ce_sum, ce_sum.new_zeros(()), den, count, 1.0, temperature)  # plain SFT
-    z_s = student_logits.gather(-1, teacher_ids.long())  # (..., k)
+    assert z_s is not None  # (..., k), float32
     # A −inf teacher entry (padding of a short row) is outside the support for the student too.
     z_s = torch.where(teacher_logprobs == -math.inf, -math.inf, z_s)
     log_q = _log_probs(z_s, temperature)
