@@ -202,6 +202,18 @@ def _prepare(
     return torch.where(mask, y, -1), den, count
 
 
+def _setup(chunk_size, default_chunk, labels, ignore_index, num_tokens, divergence, temperature,
+           ce_weight, skew, teacher_weight, kd_active):
+    """Checked chunk size, flattened labels, denominator and the static config of both paths."""
+    chunk = default_chunk if chunk_size is None else int(chunk_size)
+    if chunk < 1:
+        raise SpectrumKDError(f"chunk_size must be >= 1, got {chunk_size}")
+    y, den, count = _prepare(labels, ignore_index, num_tokens)
+    cfg = _Config(divergence, float(temperature), float(ce_weight) if kd_active else 1.0,
+                  float(skew), float(teacher_weight), kd_active)
+    return chunk, y, den, count, cfg
+
+
 def chunked_kd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor | None,
@@ -253,18 +265,10 @@ def chunked_kd_loss(
                 "length with spectrumkd.losses.shared_vocab_logits"
             )
         t = teacher_logits.detach().reshape(-1, vocab)
-    chunk = default_chunk_size(vocab) if chunk_size is None else int(chunk_size)
-    if chunk < 1:
-        raise SpectrumKDError(f"chunk_size must be >= 1, got {chunk_size}")
-    y, den, count = _prepare(labels, ignore_index, num_tokens)
-    cfg = _Config(
-        divergence,
-        float(temperature),
-        float(ce_weight) if kd_active else 1.0,
-        float(skew),
-        float(teacher_weight),
-        kd_active,
-    )
+    chunk, y, den, count, cfg = _setup(
+        chunk_size, default_chunk_size(vocab), labels, ignore_index, num_tokens, divergence, temperature,
+        ce_weight, skew, teacher_weight, kd_active,
+    )  # fmt: skip
     z = student_logits.reshape(-1, vocab)
     total, ce, kd = _ChunkedKD.apply(z, t, y, cfg, den, chunk)
     return KDLoss(total=total, ce=ce, kd=kd, num_tokens=count)
@@ -432,18 +436,10 @@ def fused_kd_loss(
         vocab_size = vocabs[0]
     if not 1 <= vocab_size <= min(vocabs):
         raise SpectrumKDError(f"vocab_size {vocab_size} exceeds a vocabulary ({vocabs}) or is < 1")
-    chunk = default_fused_chunk_size(vocab_size) if chunk_size is None else int(chunk_size)
-    if chunk < 1:
-        raise SpectrumKDError(f"chunk_size must be >= 1, got {chunk_size}")
-    y, den, count = _prepare(labels, ignore_index, num_tokens)
-    cfg = _Config(
-        divergence,
-        float(temperature),
-        float(ce_weight) if kd_active else 1.0,
-        float(skew),
-        float(teacher_weight),
-        kd_active,
-    )
+    chunk, y, den, count, cfg = _setup(
+        chunk_size, default_fused_chunk_size(vocab_size), labels, ignore_index, num_tokens, divergence, temperature,
+        ce_weight, skew, teacher_weight, kd_active,
+    )  # fmt: skip
     h = student_hidden.reshape(-1, hidden)
     total, ce, kd = _FusedKD.apply(
         h, student_lm_head_weight, y, t_logits, t_h, t_w, cfg, den, chunk, int(vocab_size)
