@@ -1,0 +1,209 @@
+"""Load causal LMs and tokenizers (hub id, local folder, GGUF file, tiny random); save; fingerprint.
+
+- ``load_model(spec)`` / ``load_tokenizer(spec)`` where ``spec`` is a Hugging Face hub id, a local
+  folder, a path to a ``.gguf`` file (or a folder plus ``gguf_file=``; transformers dequantises it to a
+  normal float model), or ``"tiny-random:llama"`` / ``"tiny-random:gpt2"`` (optionally
+  ``?layers=2&hidden=64&seed=0``; :mod:`spectrumkd.models.tiny`).
+- ``save_model``: ``save_pretrained`` that also works for GGUF-loaded models (clears the quantizer).
+- ``model_fingerprint``: a content hash of a model (caches and scores files are keyed by it).
+- ``check_same_tokenizer``: teacher and student must share a vocabulary (DESIGN.md §6).
+
+Not here: downloads (transformers does them, for hub ids), quantisation, adapters, pruning
+(:mod:`spectrumkd.models.prune`). ``trust_remote_code`` stays off unless the caller asks for it.
+References: transformers' GGUF loading (``from_pretrained(..., gguf_file=...)``); MODELS.md pitfalls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from spectrumkd import SpectrumKDError
+from spectrumkd.models.tiny import TINY_PREFIX, _parse_tiny_spec, tiny_random_model, tiny_tokenizer
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device) -> torch.dtype:
+    """float32 by default (bf16 is 7–400× slower on CPU); ``"bf16"``/``"fp16"``/``"fp32"`` or a dtype.
+
+    >>> resolve_dtype(None, "cpu"), resolve_dtype("bf16", "cuda")
+    (torch.float32, torch.bfloat16)
+    """
+    if dtype is None or dtype == "auto":
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+    }
+    if dtype not in names:
+        raise SpectrumKDError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
+    return names[dtype]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` → the first CUDA device if there is one, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _split_gguf(spec: str, gguf_file: str | None) -> tuple[str, str | None]:
+    """A direct ``.gguf`` path becomes (its folder, its file name)."""
+    path = Path(spec)
+    if gguf_file is None and spec.endswith(".gguf"):
+        if not path.is_file():
+            raise SpectrumKDError(f"GGUF file {spec} does not exist")
+        return str(path.parent), path.name
+    if gguf_file is not None and path.is_dir() and not (path / gguf_file).is_file():
+        raise SpectrumKDError(f"GGUF file {gguf_file} is not in {spec}")
+    return spec, gguf_file
+
+
+def load_model(
+    spec: str,
+    *,
+    gguf_file: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
+):
+    """Load a causal LM in eval mode from a hub id, folder, ``.gguf`` path or ``tiny-random:`` spec.
+
+    GGUF files are dequantised by transformers to ``dtype`` (float32 by default) and the quantizer
+    state is cleared, so the result saves with :func:`save_model` like any model.
+
+    >>> load_model("tiny-random:llama?layers=1&hidden=32").config.num_hidden_layers
+    1
+    """
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    if spec.startswith(TINY_PREFIX):
+        model = tiny_random_model(**_parse_tiny_spec(spec)).to(dtype=torch_dtype)
+        return model.to(device)
+    from transformers import AutoModelForCausalLM
+
+    source, gguf_file = _split_gguf(spec, gguf_file)
+    kwargs = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        raise SpectrumKDError(f"cannot load model {spec!r}: {exc}") from exc
+    if gguf_file is not None:
+        _clear_quantizer(model)
+    return model.to(device).eval()
+
+
+def load_tokenizer(
+    spec: str,
+    *,
+    gguf_file: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """Load the tokenizer that goes with :func:`load_model`'s ``spec``; add a pad token if missing.
+
+    A tokenizer without a pad token gets its EOS token as pad (padding positions are masked by the
+    attention mask and ``labels = -100``, so the id never matters); without either it is an error.
+
+    >>> load_tokenizer("tiny-random:gpt2").pad_token
+    '<pad>'
+    """
+    if spec.startswith(TINY_PREFIX):
+        _parse_tiny_spec(spec)  # validate the options
+        tok = tiny_tokenizer()
+    else:
+        from transformers import AutoTokenizer
+
+        source, gguf_file = _split_gguf(spec, gguf_file)
+        kwargs: dict = {"trust_remote_code": trust_remote_code}
+        if gguf_file is not None:
+            kwargs["gguf_file"] = gguf_file
+        try:
+            tok = AutoTokenizer.from_pretrained(source, **kwargs)
+        except OSError as exc:
+            raise SpectrumKDError(f"cannot load tokenizer {spec!r}: {exc}") from exc
+    return ensure_pad_token(tok, name=spec)
+
+
+def ensure_pad_token(tokenizer, *, name: str = "tokenizer"):
+    """Give ``tokenizer`` a pad token (its EOS) when it has none; return it."""
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise SpectrumKDError(f"{name}: the tokenizer has neither a pad nor an EOS token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _clear_quantizer(model) -> None:
+    """Drop transformers' GGUF quantizer state so ``save_pretrained`` works (MODELS.md pitfalls)."""
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    if hasattr(model, "is_quantized"):
+        try:
+            model.is_quantized = False
+        except AttributeError:  # a read-only property in some versions: nothing to clear
+            pass
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def save_model(model, out_dir: str | Path, tokenizer=None) -> Path:
+    """``save_pretrained`` (safetensors) that also works for GGUF-loaded models; returns the folder."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _clear_quantizer(model)
+    model.save_pretrained(out)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    return out
+
+
+def model_fingerprint(model, *, sample: int = 4096) -> str:
+    """A content hash of a model: architecture config plus a strided sample of every tensor.
+
+    The same weights give the same fingerprint however they were loaded (GGUF or saved folder);
+    a different model, dtype or pruning gives a different one. 16 hex digits.
+    """
+    h = hashlib.sha256()
+    config = {k: v for k, v in model.config.to_dict().items() if not k.startswith("_")}
+    config.pop("transformers_version", None)
+    config.pop("dtype", None)
+    config.pop("torch_dtype", None)
+    h.update(repr(sorted((k, repr(v)) for k, v in config.items())).encode())
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // sample)
+        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        h.update(flat[::step].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+
+def check_same_tokenizer(tok_a, tok_b, *, names: tuple[str, str] = ("teacher", "student")) -> None:
+    """Raise unless both tokenizers map every token to the same id (DESIGN.md §6).
+
+    The embedding matrices may still be padded to different sizes; the losses slice logits to
+    ``len(tokenizer)``.
+
+    >>> check_same_tokenizer(tiny_tokenizer(), tiny_tokenizer())
+    """
+    va, vb = tok_a.get_vocab(), tok_b.get_vocab()
+    if va == vb:
+        return
+    only_a = sorted(set(va) - set(vb))[:5]
+    only_b = sorted(set(vb) - set(va))[:5]
+    moved = sorted(t for t in set(va) & set(vb) if va[t] != vb[t])[:5]
+    raise SpectrumKDError(
+        f"the {names[0]} and {names[1]} tokenizers differ: {len(va)} vs {len(vb)} tokens; "
+        f"only in {names[0]}: {only_a}; only in {names[1]}: {only_b}; different ids: {moved}"
+    )
+
+
