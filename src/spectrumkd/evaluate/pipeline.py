@@ -1,0 +1,192 @@
+"""The evaluation pipeline behind ``spectrumkd eval``: a model (or a completions file) → results.
+
+``evaluate(EvalOptions(...))`` loads the model once, runs each requested set with its suite's
+protocol (:mod:`spectrumkd.evaluate.suites`: instruct = MiniLLM sampling over seeds + ROUGE-L,
+math = greedy few-shot + answer match, code = greedy + sandboxed tests), writes
+``out/generations/{set}/...jsonl`` and ``out/results.json`` after every set (so progress survives
+an interruption, and finished set/seed files are skipped on a rerun), and returns the results
+dict. Not here: argument parsing (:mod:`spectrumkd.commands.eval`) or comparisons.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spectrumkd import SpectrumKDError
+
+__all__ = ["EvalOptions", "evaluate", "SUITES", "DEFAULT_SEEDS"]
+
+SUITES = ("instruct", "math", "code")
+DEFAULT_SEEDS = (10, 20, 30, 40, 50)
+
+
+@dataclass
+class EvalOptions:
+    """What ``spectrumkd eval`` evaluates and how (each field is one command-line option)."""
+
+    out: str | Path
+    model: str | None = None
+    gguf_file: str | None = None
+    suite: str = "instruct"
+    sets: str | None = None
+    data: str | None = None
+    data_root: str | None = None
+    completions: str | None = None
+    seeds: list[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
+    limit: int | None = None
+    batch_size: int = 8
+    max_new_tokens: int | None = None
+    shots: int | None = None
+    timeout: float = 10.0
+    memory_mb: int = 1024
+    workers: int = 2
+    device: str | None = None
+    dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.model is None) == (self.completions is None):
+            raise SpectrumKDError("give either --model (generate) or --completions (score a file)")
+        if self.suite not in SUITES:
+            raise SpectrumKDError(f"unknown suite {self.suite!r}; use one of {SUITES}")
+        if self.limit is not None and self.limit < 1:
+            raise SpectrumKDError(f"--limit must be >= 1, got {self.limit}")
+        if self.batch_size < 1:
+            raise SpectrumKDError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not self.seeds:
+            raise SpectrumKDError("no seeds given")
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _load(opts: EvalOptions):
+    """``(model, tokenizer, settings, fingerprint, name)`` for generation, or the completions'."""
+    from spectrumkd.evaluate.sets import file_fingerprint
+
+    if opts.model is None:
+        return None, None, None, file_fingerprint(opts.completions), f"completions:{opts.completions}"
+    from spectrumkd.evaluate.generation import GREEDY, INSTRUCT
+    from spectrumkd.models import load_model, load_tokenizer, model_fingerprint
+
+    _log(f"loading {opts.model} ...")
+    model = load_model(opts.model, gguf_file=opts.gguf_file, dtype=opts.dtype, device=opts.device)
+    tokenizer = load_tokenizer(opts.model, gguf_file=opts.gguf_file)
+    if opts.suite == "instruct":
+        settings = INSTRUCT.with_(max_new_tokens=opts.max_new_tokens)
+    else:
+        from spectrumkd.evaluate.math import STOP_STRINGS
+
+        settings = GREEDY.with_(max_new_tokens=opts.max_new_tokens)
+        if opts.suite == "math":
+            settings = settings.with_(stop_strings=STOP_STRINGS)
+    name = opts.model + (f"#{opts.gguf_file}" if opts.gguf_file else "")
+    return model, tokenizer, settings, model_fingerprint(model), name
+
+
+def _instruct(opts, eval_set, out, header_base, model, tokenizer, settings) -> dict:
+    from spectrumkd.evaluate import suites
+
+    if model is not None:
+        from spectrumkd.evaluate.generation import encode_prompts
+
+        def batches_for_seed(seed, prompts):
+            return suites.model_batches(model, tokenizer, prompts, settings=settings, seed=seed,
+                                        batch_size=opts.batch_size)
+
+        seeds = opts.seeds
+        _, n_cut = encode_prompts(tokenizer, [i.prompt for i in eval_set.items],
+                                  max_prompt_length=settings.max_prompt_length)
+    else:
+        texts = [t[0] for t in suites.read_completions(opts.completions, eval_set.items)]
+
+        def batches_for_seed(seed, prompts):
+            return suites.list_batches(texts, opts.batch_size)
+
+        seeds, n_cut = ["completions"], 0
+    entry = suites.run_instruct(eval_set, out_dir=out, seeds=seeds, header_base=header_base,
+                                batches_for_seed=batches_for_seed, log=_log)
+    entry["truncated_prompts"] = n_cut
+    return entry
+
+
+def _math(opts, eval_set, out, header_base, model, tokenizer, settings) -> dict:
+    from spectrumkd.evaluate import suites
+
+    if model is not None:
+        prompts = suites.math_prompts(eval_set, shots=opts.shots)
+        batches = suites.model_batches(model, tokenizer, prompts, settings=settings, seed=0,
+                                       batch_size=opts.batch_size)
+        tag = "greedy"
+    else:
+        texts = [t[0] for t in suites.read_completions(opts.completions, eval_set.items)]
+        batches, tag = suites.list_batches(texts, opts.batch_size), "completions"
+    return suites.run_math(eval_set, out_dir=out, header_base=header_base, batches=batches,
+                           tag=tag, log=_log)
+
+
+def _code(opts, eval_set, out, header_base, model, tokenizer, settings, limits) -> dict:
+    from spectrumkd.evaluate import suites
+
+    if model is not None:
+        batches = suites.model_batches(model, tokenizer, suites.code_prompts(eval_set),
+                                       settings=settings, seed=0, batch_size=opts.batch_size)
+        return suites.run_code_model(eval_set, out_dir=out, header_base=header_base,
+                                     batches=batches, limits=limits, workers=opts.workers, log=_log)
+    samples = suites.read_completions(opts.completions, eval_set.items, allow_many=True)
+    return suites.run_code_samples(eval_set, samples, out_dir=out, header_base=header_base,
+                                   limits=limits, workers=opts.workers, log=_log)
+
+
+def evaluate(opts: EvalOptions) -> dict:
+    """Run every set of ``opts`` and write ``opts.out/results.json``; returns the results."""
+    from spectrumkd.evaluate import code as code_eval
+    from spectrumkd.evaluate.results import finish_results, new_results, write_results
+    from spectrumkd.evaluate.sets import load_set, parse_set_names
+
+    names = parse_set_names(opts.sets, opts.suite)
+    if (opts.data or opts.completions) and len(names) != 1:
+        raise SpectrumKDError("--data and --completions need exactly one set (use --sets NAME)")
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    model, tokenizer, settings, fingerprint, model_name = _load(opts)
+    run_settings = {
+        "decoding": settings.to_dict() if settings else None,
+        "seeds": opts.seeds if opts.suite == "instruct" and model is not None else None,
+        "batch_size": opts.batch_size, "limit": opts.limit, "shots": opts.shots,
+    }
+    limits = None
+    if opts.suite == "code":
+        limits = code_eval.SandboxLimits(timeout=opts.timeout, memory_bytes=opts.memory_mb << 20)
+        run_settings["sandbox"] = {"timeout": limits.timeout, "memory_bytes": limits.memory_bytes,
+                                   "network_namespace": code_eval.unshare_works()}
+    header_base = {"suite": opts.suite, "model_fingerprint": fingerprint,
+                   "settings": {k: run_settings[k] for k in ("decoding", "shots")}}
+    results = new_results(suite=opts.suite, model=model_name, model_fingerprint=fingerprint,
+                          settings=run_settings)
+    for name in names:
+        eval_set = load_set(name, opts.suite, data=opts.data, data_root=opts.data_root,
+                            limit=opts.limit)
+        _log(f"{name}: {len(eval_set.items)} examples from {eval_set.source}")
+        args = (opts, eval_set, out, header_base, model, tokenizer, settings)
+        if opts.suite == "instruct":
+            entry = _instruct(*args)
+        elif opts.suite == "math":
+            entry = _math(*args)
+        else:
+            entry = _code(*args, limits)
+        results["sets"][name] = entry
+        write_results(out / "results.json", finish_results(results))  # progress survives
+        metric = entry["metric"]
+        extra = f" ± {entry['std']:.2f}" if "std" in entry else ""
+        print(f"{name}: {metric} {entry[metric]:.2f}{extra} (n={entry['n']})", flush=True)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    write_results(out / "results.json", finish_results(results))
+    if len(names) > 1:
+        print(f"average: {results['average']:.2f}")
+    print(f"wrote {out / 'results.json'}")
+    return results
