@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "compare": "spectrumkd.commands.compare",
     "judge": "spectrumkd.commands.judge",
     "demo": "spectrumkd.commands.demo",
+    "student": "spectrumkd.commands.student",
+    "experiment": "spectrumkd.commands.experiment",
 }
 
 

@@ -1,0 +1,269 @@
+"""Build a student worth distilling from a teacher: prune by measured importance, then heal.
+
+``build_student(StudentConfig(...), out)`` (``spectrumkd student``):
+
+1. measures block importance on calibration text and keeps ``keep`` decoder layers
+   (:func:`spectrumkd.models.importance.choose_layers`; default: the contiguous block with the
+   smallest angular distance removed, half the layers kept);
+2. heals the pruned copy with a short KD run through the ordinary loop
+   (:func:`spectrumkd.train.loop.train`: teacher → student, ``ce_weight``·CE + (1−``ce_weight``)·fkl,
+   one pass over ``heal_steps × heal_batch_size`` rows), the recipe of NVIDIA's Minitron
+   (prune, then distil to recover), at a few minutes' cost on a CPU;
+3. measures the mean response CE (nats/token, the scoring metric) of the teacher, the pruned and
+   the healed student on held-out calibration rows, and writes a normal Hugging Face folder with a
+   student card ``student.json`` (kept layers, importance, CE, healing data and steps, the command
+   that rebuilds it).
+
+Calibration and healing text default to the packaged S-NI rows (``spectrumkd:sinst/calib.jsonl``,
+64 rows; ``spectrumkd:sinst/heal.jsonl``, 416 rows; see their NOTICE.md): instruction data in the
+same template as the curriculum data, but disjoint from every Dolly row used for curriculum
+training, validation and evaluation, so healing does not pre-train on the experiment's rows. A
+student healed on S-NI must not be evaluated on S-NI.
+
+Builds are cached under ``cache_dir()/students/``, keyed by the teacher's fingerprint and every
+setting, so the demo and experiments pay for a build once. Not here: the pruning mechanics
+(:mod:`spectrumkd.models.prune`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from spectrumkd import SpectrumKDError
+
+__all__ = ["StudentConfig", "build_student", "read_student_card", "CARD"]
+
+CARD = "student.json"
+
+
+@dataclass
+class StudentConfig:
+    """How to make a student from a teacher (``spectrumkd student`` options)."""
+
+    teacher: str = "smollm2"
+    """Teacher spec: ``smollm2``, a hub id, a folder or a ``.gguf`` file."""
+    keep: int | None = None
+    """Decoder layers to keep; unset: half of the teacher's (rounded down)."""
+    method: str = "angular"
+    """angular (Gromov et al. 2024), bi (ShortGPT Block Influence) or every (every k-th layer)."""
+    every: int | None = None
+    """The stride of ``method=every``; unset: ceil(layers / keep)."""
+    refine: int = 4
+    """angular: score this many closest blocks by calibration CE and keep the best (1: Gromov's rule)."""
+    calibration: str = "spectrumkd:sinst/calib.jsonl"
+    """Rows for the importance measurement and the CE figures of the card."""
+    calibration_rows: int = 64
+    heal_data: str = "spectrumkd:sinst/heal.jsonl"
+    heal_steps: int = 40
+    """Optimizer steps of healing; 0 skips healing."""
+    heal_batch_size: int = 4
+    heal_lr: float = 2e-4
+    heal_ce_weight: float = 0.3
+    heal_divergence: str = "fkl"
+    template: str = "dolly"
+    max_prompt_length: int = 256
+    max_length: int = 512
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from spectrumkd.models.importance import METHODS
+
+        if self.method not in METHODS:
+            raise SpectrumKDError(f"student: unknown method {self.method!r}; use one of {METHODS}")
+        for name in ("calibration_rows", "heal_batch_size", "max_prompt_length", "max_length",
+                     "refine"):
+            if getattr(self, name) < 1:
+                raise SpectrumKDError(f"student: {name} must be >= 1, got {getattr(self, name)}")
+        if self.keep is not None and self.keep < 1:
+            raise SpectrumKDError(f"student: keep must be >= 1, got {self.keep}")
+        if self.every is not None and self.every < 1:
+            raise SpectrumKDError(f"student: every must be >= 1, got {self.every}")
+        if self.heal_steps < 0:
+            raise SpectrumKDError(f"student: heal_steps must be >= 0, got {self.heal_steps}")
+        if not (self.heal_lr > 0 and self.heal_lr < 1):
+            raise SpectrumKDError(f"student: heal_lr must be in (0, 1), got {self.heal_lr}")
+        if not 0 <= self.heal_ce_weight <= 1:
+            raise SpectrumKDError(f"student: heal_ce_weight must be in [0, 1], got {self.heal_ce_weight}")
+
+    def command(self) -> str:
+        """The ``spectrumkd student`` command line that rebuilds this student."""
+        parts = ["spectrumkd", "student"]
+        defaults = StudentConfig()
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "teacher" or value != getattr(defaults, f.name):
+                parts += [f"--{f.name.replace('_', '-')}", str(value)]
+        return shlex.join(parts) + " --out DIR"
+
+
+def read_student_card(folder: str | Path) -> dict:
+    """The ``student.json`` of a student folder (an error naming the file when it is unreadable)."""
+    path = Path(folder) / CARD
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpectrumKDError(f"{path}: no student card (build it with `spectrumkd student`)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SpectrumKDError(f"{path}: not a valid student card: {exc}") from None
+
+
+def _log(message: str) -> None:
+    print(f"student: {message}", flush=True)
+
+
+def _examples(source: str, tokenizer, cfg: StudentConfig, limit: int | None):
+    from spectrumkd.data import build_examples, load_records
+
+    records = load_records(source, limit=limit)
+    examples, _ = build_examples(records, tokenizer, template=cfg.template,
+                                 max_prompt_length=cfg.max_prompt_length, max_length=cfg.max_length)
+    return examples
+
+
+def mean_ce(model, examples, *, progress: bool = False) -> float:
+    """Mean over examples of each example's mean response CE (nats/token), the scoring metric."""
+    from spectrumkd.scoring import score_examples
+
+    scores = score_examples(model, examples, metric="ce", reduction="mean", progress=progress)
+    return float(sum(scores) / len(scores))
+
+
+def _calibration_batches(examples, pad_id: int, size: int = 8) -> list[dict]:
+    from spectrumkd.data import Collator
+
+    collate = Collator(pad_id)
+    return [collate(examples[i : i + size]) for i in range(0, len(examples), size)]
+
+
+def _heal(cfg: StudentConfig, student, teacher, tokenizer) -> dict:
+    """Distil ``student`` from ``teacher`` in place for ``cfg.heal_steps`` steps; the healing record."""
+    import torch
+
+    from spectrumkd.curriculum import make_plan
+    from spectrumkd.train.config import config_from_dict
+    from spectrumkd.train.loop import train
+
+    rows = cfg.heal_steps * cfg.heal_batch_size
+    examples = _examples(cfg.heal_data, tokenizer, cfg, None)[:rows]
+    if len(examples) < rows:
+        raise SpectrumKDError(
+            f"student: healing needs {rows} rows ({cfg.heal_steps} steps × {cfg.heal_batch_size}); "
+            f"{cfg.heal_data} has {len(examples)} that fit max_length={cfg.max_length}"
+        )
+    run = config_from_dict({
+        "loss": {"mode": "kd", "divergence": cfg.heal_divergence, "ce_weight": cfg.heal_ce_weight},
+        "optim": {"lr": cfg.heal_lr, "batch_size": cfg.heal_batch_size, "warmup_ratio": 0.1,
+                  "schedule": "cosine"},
+        "curriculum": {"kind": "none", "epochs": 1, "temperature_schedule": "constant"},
+        "data": {"source": cfg.heal_data, "template": cfg.template},
+        "teacher": {"spec": cfg.teacher}, "student": {"spec": "pruned teacher (in memory)"},
+        "seed": cfg.seed, "progress": False,
+    }, where="student healing")
+    ids = [ex.id for ex in examples]
+    plan = make_plan("full", ids, [0.0] * len(ids), epochs=1)
+    torch.manual_seed(cfg.seed)
+    result = train(run, student=student, tokenizer=tokenizer, examples=examples, plan=plan,
+                   teacher=teacher)
+    losses = [round(x, 4) for x in result.losses]
+    return {"data": cfg.heal_data, "rows": [str(i) for i in ids[:3]] + ["..."], "n_rows": len(ids),
+            "steps": result.state.global_step, "batch_size": cfg.heal_batch_size, "lr": cfg.heal_lr,
+            "loss": f"{cfg.heal_ce_weight}·CE + {1 - cfg.heal_ce_weight:g}·{cfg.heal_divergence}",
+            "first_losses": losses[:3], "last_losses": losses[-3:]}
+
+
+def _cache_key(cfg: StudentConfig, teacher_fingerprint: str) -> str:
+    payload = json.dumps({"teacher_fingerprint": teacher_fingerprint, **asdict(cfg)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def build_student(cfg: StudentConfig, out: str | Path | None = None, *, overwrite: bool = False,
+                  use_cache: bool = True) -> Path:
+    """Build (or reuse from the cache) the student of ``cfg``; returns its folder.
+
+    With ``out``, the folder is copied there; an existing non-empty ``out`` is refused unless
+    ``overwrite``. Returns ``out`` or the cache folder.
+    """
+    from spectrumkd.models import (
+        cache_dir,
+        load_model,
+        load_tokenizer,
+        model_fingerprint,
+        prune_layers,
+        save_model,
+    )
+    from spectrumkd.models.importance import choose_layers
+    from spectrumkd.train.config import ModelConfig
+    from spectrumkd.train.pipeline import resolve_spec
+
+    out = Path(out) if out is not None else None
+    if out is not None and out.exists() and any(out.iterdir()) and not overwrite:
+        raise SpectrumKDError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    t0 = time.perf_counter()
+    spec, gguf = resolve_spec(ModelConfig(spec=cfg.teacher))
+    teacher = load_model(spec, gguf_file=gguf, device="cpu")
+    tokenizer = load_tokenizer(spec, gguf_file=gguf)
+    fingerprint = model_fingerprint(teacher)
+    folder = cache_dir() / "students" / f"{Path(spec).name}-{_cache_key(cfg, fingerprint)}"
+    if use_cache and (folder / CARD).is_file():
+        _log(f"reusing the cached build {folder}")
+        return _deliver(folder, out)
+
+    n_layers = teacher.config.num_hidden_layers
+    keep = cfg.keep if cfg.keep is not None else n_layers // 2
+    calib = _examples(cfg.calibration, tokenizer, cfg, cfg.calibration_rows)
+    choice = choose_layers(teacher, _calibration_batches(calib, tokenizer.pad_token_id), keep=keep,
+                           method=cfg.method, every=cfg.every, refine=cfg.refine)
+    _log(f"{cfg.method}: keeping {len(choice.kept)} of {n_layers} layers, removing {choice.removed}")
+    student = prune_layers(teacher, choice.kept)
+    ce = {"teacher": mean_ce(teacher, calib), "pruned": mean_ce(student, calib)}
+    _log(f"calibration CE: teacher {ce['teacher']:.3f}, pruned {ce['pruned']:.3f} nats/token")
+    healing = None
+    if cfg.heal_steps > 0:
+        _log(f"healing: {cfg.heal_steps} KD steps of {cfg.heal_batch_size} rows from {cfg.heal_data}")
+        healing = _heal(cfg, student, teacher, tokenizer)
+        ce["healed"] = mean_ce(student.eval(), calib)
+        _log(f"calibration CE after healing: {ce['healed']:.3f} nats/token")
+    else:
+        ce["healed"] = None
+    card = {
+        "spectrumkd": "student",
+        "teacher": cfg.teacher,
+        "teacher_folder": spec,
+        "teacher_fingerprint": fingerprint,
+        "method": cfg.method,
+        "num_layers": {"teacher": n_layers, "student": len(choice.kept)},
+        "kept_layers": choice.kept,
+        "removed_layers": choice.removed,
+        "importance": [round(s, 5) for s in choice.scores],
+        "ce": {k: (round(v, 4) if v is not None else None) for k, v in ce.items()},
+        "ce_rows": {"source": cfg.calibration, "n": len(calib),
+                    "metric": "mean over rows of the mean response-token CE (nats/token)"},
+        "healing": healing,
+        "settings": asdict(cfg),
+        "command": cfg.command(),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(student, tmp, tokenizer=tokenizer)
+    (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.replace(folder)
+    _log(f"built {folder} in {card['seconds']:.0f} s")
+    return _deliver(folder, out)
+
+
+def _deliver(folder: Path, out: Path | None) -> Path:
+    if out is None:
+        return folder
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(folder, out)
+    return out
