@@ -11,9 +11,10 @@ import shlex
 from pathlib import Path
 
 import pytest
+import yaml
 
 from spectrumkd.cli import build_parser
-from spectrumkd.demo import load_demo_config
+from spectrumkd.experiment import load_experiment
 from spectrumkd.train.config import RunConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,11 +74,16 @@ def test_config_header_names_a_command_for_this_file(path: Path):
 DEMO = REPO / "configs" / "demo.yaml"
 
 
+def is_experiment(path: Path) -> bool:
+    """An experiment config: an ``experiment`` section beside a ``run`` section (a distill config)."""
+    return "experiment" in (yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
 def test_config_and_its_documented_commands_load(path: Path):
-    if path == DEMO:  # a `run` section (a distill config) beside a `demo` section
-        demo, cfg = load_demo_config(path)
-        assert demo.eval_limit >= 1
+    if is_experiment(path):
+        exp, cfg, arms = load_experiment(path)
+        assert exp.eval.limit >= 1 and exp.baseline in arms
     else:
         cfg = load_config(path)
     assert isinstance(cfg, RunConfig)
@@ -87,19 +93,20 @@ def test_config_and_its_documented_commands_load(path: Path):
         assert (REPO / args.config).is_file(), f"{path}: header names missing file {args.config}"
         if words[0] == "distill":
             load_config(REPO / args.config, args.overrides)
-        if words[0] == "demo":
-            load_demo_config(REPO / args.config, args.overrides)
+        if words[0] in ("demo", "experiment"):
+            load_experiment(REPO / args.config, args.overrides)
 
 
 def test_demo_config_errors_name_the_key():
     from spectrumkd import SpectrumKDError
 
-    with pytest.raises(SpectrumKDError, match="unknown demo key 'demo.eval_limt'"):
-        load_demo_config(DEMO, ["demo.eval_limt=3"])
+    with pytest.raises(SpectrumKDError, match="unknown keys \\['limt'\\]"):
+        load_experiment(DEMO, ["experiment.eval.limt=3"])
     with pytest.raises(SpectrumKDError, match="did you mean 'curriculum.epochs'"):
-        load_demo_config(DEMO, ["run.curriculum.epoch=3"])
-    demo, cfg = load_demo_config(DEMO, ["demo.eval_limit=3", "run.curriculum.epochs=4"])
-    assert demo.eval_limit == 3 and cfg.curriculum.epochs == 4
+        load_experiment(DEMO, ["run.curriculum.epoch=3"])
+    exp, cfg, arms = load_experiment(DEMO, ["experiment.eval.limit=3", "run.curriculum.epochs=4"])
+    assert exp.eval.limit == 3 and cfg.curriculum.epochs == 4
+    assert arms["full"].curriculum.epochs == 3  # round(0.8 × 4)
 
 
 @pytest.mark.parametrize("path", sorted(PAPER.glob("*.yaml")), ids=lambda p: p.name)

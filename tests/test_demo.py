@@ -19,8 +19,8 @@ def test_demo_pipeline_writes_the_report(tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "spectrumkd.cli", "demo", "--config", str(REPO / "configs/demo.yaml"),
          "--out", str(out), "run.data.limit=12", "run.curriculum.epochs=3", "run.validation.size=2",
-         "run.validation.max_new_tokens=4", "demo.eval_limit=2", "demo.eval_max_new_tokens=4",
-         "run.progress=false"],
+         "run.validation.max_new_tokens=4", "experiment.eval.limit=2",
+         "experiment.eval.max_new_tokens=4", "run.progress=false"],
         capture_output=True, text=True, cwd=REPO,
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -29,9 +29,14 @@ def test_demo_pipeline_writes_the_report(tmp_path):
     text = report.read_text()
     for png in ("difficulty.png", "spectrum.png", "curriculum.png", "training.png"):
         assert png in text and (out / "report" / png).is_file()
-    for run in ("spectrumkd", "full"):
+    assert text.index("## Results") < text.index("| run | directory |")  # the table comes first
+    for row in ("student before training", "| full |", "| spectrumkd |", "| teacher |"):
+        assert row in text
+    for arm in ("spectrumkd", "full"):
+        run = out / "runs" / arm / "seed0"
         for name in ("config.yaml", "dropped.jsonl", "scores.jsonl", "plan.json", "metrics.jsonl"):
-            assert (out / run / name).is_file(), f"{run}/{name}"
-        assert (out / run / "checkpoints" / "best" / "model").is_dir()
-        assert (out / run / "eval" / "results.json").is_file()
-    assert (out / "student-before" / "eval" / "results.json").is_file()
+            assert (run / name).is_file(), f"{arm}/{name}"
+        assert (run / "eval" / "results.json").is_file()
+    for ref in ("before", "teacher"):
+        assert (out / "references" / ref / "eval" / "results.json").is_file()
+    assert (out / "results.json").is_file()

@@ -10,8 +10,8 @@ HELP = "Run the whole pipeline offline on SmolLM2-135M and a packaged Dolly subs
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="configs/demo.yaml", help="demo config (default configs/demo.yaml)")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("overrides", nargs="*", metavar="demo.key=value|run.section.key=value",
-                   help="e.g. demo.eval_limit=10 run.curriculum.epochs=3")
+    p.add_argument("overrides", nargs="*", metavar="experiment.key=value|run.section.key=value",
+                   help="e.g. experiment.eval.limit=10 run.curriculum.epochs=3")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -251,9 +251,15 @@ def build_sections(runs: list[RunData]) -> list[Section]:
     return sections
 
 
-def render_markdown(runs: list[RunData], sections: list[Section]) -> str:
-    """The text of ``report.md``: a run list, then each section with its figures linked."""
-    out = ["# SpectrumKD run report", "", "| run | directory |", "|---|---|"]
+def render_markdown(runs: list[RunData], sections: list[Section], *, lead: Section | None = None,
+                    lead_images: list[tuple[str, str]] = ()) -> str:
+    """The text of ``report.md``: an optional leading section (an experiment's results table, with
+    ``(path, alt)`` images), a run list, then each section with its figures linked."""
+    out = ["# SpectrumKD run report"]
+    if lead is not None:
+        out += ["", f"## {lead.title}", "", lead.text]
+        out += [f"\n![{alt}]({path})" for path, alt in lead_images]
+    out += ["", "| run | directory |", "|---|---|"]
     out += [f"| `{r.name}` | `{r.path}` |" for r in runs]
     for section in sections:
         out += ["", f"## {section.title}", "", section.text]
@@ -262,7 +268,8 @@ def render_markdown(runs: list[RunData], sections: list[Section]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> Path:
+def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None, *,
+                 lead: Section | None = None, lead_images: list[tuple[str, str]] = ()) -> Path:
     """Write ``report.md`` and its PNG figures; return the path of ``report.md``.
 
     ``out_dir`` defaults to ``<first run dir>/report``. Existing figures of the same names are
@@ -276,5 +283,6 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
         for file_name, _, fig in section.figures:
             fig.savefig(out / file_name, dpi=SAVE_DPI)
     path = out / "report.md"
-    path.write_text(render_markdown(runs, sections), encoding="utf-8")
+    path.write_text(render_markdown(runs, sections, lead=lead, lead_images=list(lead_images)),
+                    encoding="utf-8")
     return path

@@ -357,3 +357,34 @@ def training_figure(
         _style(ax, title=title, xlabel=xlabel, ylabel=ylabel)
     fig.suptitle("Training curves", fontsize=TITLE_PT + 1)
     return fig
+
+
+def results_figure(results: Mapping[str, Any]) -> Figure:
+    """An experiment's ROUGE-L per arm: mean ± std over training seeds, one dot per seed, and the
+    reference models (student before training, teacher) as horizontal lines."""
+    fig = _new_figure(6.4, 3.8)
+    ax = fig.add_subplot()
+    arms = list(results["arms"])
+    for i, name in enumerate(arms):
+        row = results["arms"][name]
+        values = list(row.get("rougeL_per_seed", {}).values())
+        if not values:
+            continue
+        colour = "#777777" if name == results["baseline"] else "#0072B2"
+        ax.bar(i, row["rougeL_mean"], yerr=row["rougeL_std"], color=colour, alpha=0.6,
+               capsize=6, width=0.6)
+        ax.scatter([i] * len(values), values, color="black", s=14, zorder=3)
+        p = row.get("p_vs_baseline")
+        if p is not None:
+            ax.annotate(f"p = {p:.3g}", (i, max(values)), textcoords="offset points",
+                        xytext=(0, 6), ha="center", fontsize=LEGEND_PT)
+    refs = results.get("references", {})
+    for ref, style, label in (("before", ":", "student before training"), ("teacher", "--", "teacher")):
+        value = (refs.get(ref) or {}).get("rougeL_mean")
+        if value is not None:
+            ax.axhline(value, linestyle=style, color="#D55E00", label=f"{label} ({value:.2f})")
+    ax.set_xticks(range(len(arms)), arms)
+    _style(ax, title="DollyEval ROUGE-L by arm", xlabel="arm", ylabel="ROUGE-L")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=LEGEND_PT, loc="lower right")
+    return fig

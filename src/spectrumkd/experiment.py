@@ -1,0 +1,469 @@
+"""``spectrumkd experiment``: named arms × training seeds, equal step budgets, paired significance.
+
+An experiment config has two sections: ``run`` is an ordinary ``spectrumkd distill`` config (the
+teacher and student are filled in here), ``experiment`` holds :class:`ExperimentConfig`: the
+student to build (:mod:`spectrumkd.train.student`, cached), the arms (each a set of dotted
+overrides of ``run``: any curriculum kind, direction, step, λ, τ ...), the training seeds, the
+baseline arm and the evaluation protocol. For every seed and arm it runs an ordinary ``distill``
+run directory under ``OUT/runs/{arm}/seed{seed}/`` and evaluates its ``best`` checkpoint with the
+MiniLLM protocol (sampling at T = 1 over several generation seeds, ROUGE-L) into its ``eval/``;
+the student before training and the teacher are evaluated once under ``OUT/references/``.
+
+Equal budgets by construction (the paper's 20:25 rule, §4): a SpectrumKD epoch trains on the
+window M = N − ⌊λa·N⌋ − ⌊λb·N⌋ (0.8·N at the defaults), so an arm without a window (curriculum
+``none``/``full``) gets ``round(0.8 × epochs)`` epochs unless its overrides set
+``curriculum.epochs``. The planned optimizer steps of every arm (from its plan) and the steps it
+really took (from its metrics) are recorded, and a mismatch above 2% is reported.
+
+Results (``OUT/results.json``, ``results.md``, ``per_prompt.jsonl``, ``figures/``): per arm, the
+mean ± std over training seeds of the run's ROUGE-L (mean over prompts and generation seeds), the
+relative gain over the baseline arm, and the two-sided Wilcoxon signed-rank p against the baseline
+over paired (training seed, generation seed, prompt) scores — the pairing the issue asks for,
+which treats correlated pairs as independent — plus the more conservative p over prompts (each
+prompt's score averaged over all seeds). Everything resumes: a finished run (last epoch in its
+metrics, eval complete) is skipped, an interrupted one resumes from its checkpoint, and results
+are rewritten after every run, so a study can be continued later. Only library functions are
+called, never the CLI.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from spectrumkd import SpectrumKDError
+
+__all__ = ["ExperimentConfig", "EvalSection", "load_experiment", "run_experiment", "summarize"]
+
+PAPER_EPOCH_RATIO = 0.8  # §4: 20 epochs of full data vs 25 of SpectrumKD at λa = λb = 0.1
+NO_WINDOW_KINDS = ("none", "full")
+REFERENCES = ("before", "teacher")
+
+
+@dataclass
+class EvalSection:
+    """How each run is evaluated (the MiniLLM protocol: sampling at T = 1, ROUGE-L)."""
+
+    data: str = "spectrumkd:dolly/eval.jsonl"
+    limit: int | None = 100
+    seeds: list[int] = field(default_factory=lambda: [10, 20, 30])
+    max_new_tokens: int | None = 64
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise SpectrumKDError("experiment.eval.seeds must not be empty")
+        if self.limit is not None and self.limit < 1:
+            raise SpectrumKDError(f"experiment.eval.limit must be >= 1, got {self.limit}")
+        if self.batch_size < 1:
+            raise SpectrumKDError(f"experiment.eval.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class ExperimentConfig:
+    """The ``experiment`` section of an experiment config."""
+
+    arms: dict[str, dict] = field(default_factory=lambda: {
+        "full": {"curriculum.kind": "none", "curriculum.temperature_schedule": "constant"},
+        "spectrumkd": {},
+    })
+    """Arm name → dotted overrides of ``run`` (``{}``: the ``run`` section as it is)."""
+    baseline: str = "full"
+    """The arm every other arm is compared against."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Training seeds; every arm runs once per seed."""
+    student: dict | None = field(default_factory=dict)
+    """``StudentConfig`` fields of the student to build (cached); null: use ``run.student``."""
+    references: list[str] = field(default_factory=lambda: list(REFERENCES))
+    """Models evaluated once beside the arms: ``before`` (the student untrained), ``teacher``."""
+    eval: EvalSection = field(default_factory=EvalSection)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.eval, dict):
+            self.eval = _dataclass_from(EvalSection, self.eval, "experiment.eval")
+        if not self.arms:
+            raise SpectrumKDError("experiment.arms must name at least one arm")
+        for name, overrides in self.arms.items():
+            if not isinstance(name, str) or not name or "/" in name:
+                raise SpectrumKDError(f"experiment.arms: bad arm name {name!r}")
+            if not isinstance(overrides, dict):
+                raise SpectrumKDError(f"experiment.arms.{name}: expected a mapping of dotted keys")
+        if self.baseline not in self.arms:
+            raise SpectrumKDError(f"experiment.baseline {self.baseline!r} is not an arm; "
+                                  f"arms: {sorted(self.arms)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise SpectrumKDError(f"experiment.seeds must be distinct and non-empty, got {self.seeds}")
+        bad = sorted(set(self.references) - set(REFERENCES))
+        if bad:
+            raise SpectrumKDError(f"experiment.references: unknown {bad}; use {list(REFERENCES)}")
+
+
+def _dataclass_from(cls, raw: dict, where: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise SpectrumKDError(f"{where}: unknown keys {unknown}; valid: {sorted(known)}")
+    return cls(**raw)
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None):
+    """``(ExperimentConfig, base RunConfig, {arm: RunConfig})`` from a YAML file, fully validated.
+
+    ``overrides`` are dotted: ``experiment.seeds=[0]``, ``experiment.eval.limit=10`` or
+    ``run.curriculum.epochs=3``. Every arm's run config is built and checked here, before any model
+    is loaded.
+    """
+    from spectrumkd.train.config import apply_overrides, config_from_dict
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise SpectrumKDError(f"{path}: config file not found") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SpectrumKDError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict) or set(raw) - {"experiment", "run"}:
+        raise SpectrumKDError(f"{path}: expected top-level keys experiment and run")
+    exp_raw = copy.deepcopy(raw.get("experiment") or {})
+    run_overrides = []
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SpectrumKDError(f"override {item!r} is not key=value")
+        if key.startswith("run."):
+            run_overrides.append(f"{key[4:]}={value}")
+        elif key.startswith("experiment."):
+            *parents, leaf = key.split(".")[1:]
+            node = exp_raw
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = yaml.safe_load(value)
+        else:
+            raise SpectrumKDError(f"override {item!r} must start with experiment. or run.")
+    exp = _dataclass_from(ExperimentConfig, exp_raw, f"{path}: experiment")
+    base_dict = apply_overrides(raw.get("run") or {}, run_overrides)
+    base = config_from_dict(base_dict, where=f"{path}: run")
+    arms = {name: _arm_config(base_dict, exp, name, where=str(path)) for name in exp.arms}
+    return exp, base, arms
+
+
+def _arm_config(base_dict: dict, exp: ExperimentConfig, name: str, *, where: str):
+    from spectrumkd.train.config import apply_overrides, config_from_dict
+
+    overrides = exp.arms[name]
+    items = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    cfg = config_from_dict(apply_overrides(base_dict, items), where=f"{where}: arm {name}")
+    if cfg.curriculum.kind in NO_WINDOW_KINDS and "curriculum.epochs" not in overrides:
+        cfg.curriculum.epochs = max(1, round(PAPER_EPOCH_RATIO * cfg.curriculum.epochs))
+    return cfg
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _log(message: str) -> None:
+    print(f"experiment: {message}", flush=True)
+
+
+def _run_finished(run_dir: Path, epochs: int) -> bool:
+    from spectrumkd.jsonl import iter_jsonl
+
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return False
+    return any(r.get("epoch") == epochs and "subset_size" in r for _, r in iter_jsonl(path))
+
+
+def _eval_done(eval_dir: Path, n_seeds: int) -> bool:
+    from spectrumkd.evaluate.results import read_results
+
+    path = eval_dir / "results.json"
+    if not path.is_file():
+        return False
+    entry = read_results(path).get("sets", {}).get("dolly")
+    return entry is not None and len(entry.get("per_seed", {})) == n_seeds
+
+
+def _evaluate(model_dir: Path, eval_dir: Path, exp: ExperimentConfig) -> None:
+    from spectrumkd.evaluate.pipeline import EvalOptions, evaluate
+
+    if _eval_done(eval_dir, len(exp.eval.seeds)):
+        return
+    e = exp.eval
+    evaluate(EvalOptions(out=eval_dir, model=str(model_dir), suite="instruct", sets="dolly",
+                         data=e.data, limit=e.limit, seeds=list(e.seeds),
+                         max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, device="cpu"))
+
+
+def _planned_steps(cfg, run_dir: Path) -> int | None:
+    from spectrumkd.curriculum import Plan
+    from spectrumkd.train.loop import plan_steps, step_size
+
+    plan_path = run_dir / "plan.json"
+    if not plan_path.is_file():
+        return None
+    return sum(plan_steps(Plan.load(plan_path), step_size(cfg, 1)))
+
+
+def _real_steps(run_dir: Path) -> int | None:
+    from spectrumkd.jsonl import iter_jsonl
+
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    steps = [r["step"] for _, r in iter_jsonl(path) if isinstance(r.get("step"), int)]
+    return max(steps) if steps else None
+
+
+def _best_model(run_dir: Path) -> Path:
+    for sub in ("best", "last"):
+        folder = run_dir / "checkpoints" / sub / "model"
+        if (folder / "config.json").is_file():
+            return folder
+    raise SpectrumKDError(f"{run_dir}: no best or last checkpoint model to evaluate")
+
+
+def _share_scores(src: Path | None, run_dir: Path) -> None:
+    """Reuse the first run's scores (same student, same data) instead of scoring again."""
+    if src is None or (run_dir / "scores.jsonl").exists() or not (src / "scores.jsonl").is_file():
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / "scores.jsonl", run_dir / "scores.jsonl")
+
+
+def _order(exp: ExperimentConfig, arms: dict) -> list[str]:
+    """Arms without a window first (their teacher cache then holds every example)."""
+    names = list(exp.arms)
+    return sorted(names, key=lambda n: (arms[n].curriculum.kind not in NO_WINDOW_KINDS,
+                                        names.index(n)))
+
+
+def run_experiment(config_path: str | Path, out_dir: str | Path,
+                   overrides: list[str] | None = None) -> dict:
+    """Run (or continue) the experiment of ``config_path`` into ``out_dir``; returns results.json."""
+    from spectrumkd.train.config import save_config
+    from spectrumkd.train.pipeline import distill, resolve_spec
+    from spectrumkd.train.student import StudentConfig, build_student
+
+    t0 = time.perf_counter()
+    exp, base, arms = load_experiment(config_path, overrides)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "experiment.yaml").write_text(
+        yaml.safe_dump({"experiment": asdict(exp), "run_base": asdict(base),
+                        "arms": {n: asdict(c) for n, c in arms.items()}}, sort_keys=False),
+        encoding="utf-8")
+
+    teacher_dir, teacher_gguf = resolve_spec(base.teacher)
+    if exp.student is not None:
+        student_cfg = StudentConfig(**{"teacher": base.teacher.spec, **exp.student})
+        student_dir = str(build_student(student_cfg))
+    else:
+        student_dir = resolve_spec(base.student)[0]
+    _log(f"teacher {teacher_dir}; student {student_dir}")
+
+    shared_cache = out / "teacher_cache"
+    first_run: Path | None = None
+    order = _order(exp, arms)
+    use_shared_cache = arms[order[0]].curriculum.kind in NO_WINDOW_KINDS
+    for seed in exp.seeds:
+        for name in order:
+            cfg = copy.deepcopy(arms[name])
+            cfg.teacher.spec, cfg.teacher.gguf_file, cfg.teacher.prune_layers = teacher_dir, teacher_gguf, None
+            cfg.student.spec, cfg.student.gguf_file, cfg.student.prune_layers = student_dir, None, None
+            cfg.seed = seed
+            run_dir = out / "runs" / name / f"seed{seed}"
+            cfg.output_dir = str(run_dir)
+            if cfg.teacher_cache.enabled and use_shared_cache and cfg.teacher_cache.dir is None:
+                cfg.teacher_cache.dir = str(shared_cache)
+            if _run_finished(run_dir, cfg.curriculum.epochs):
+                _log(f"{name} seed {seed}: finished run, kept")
+            else:
+                _share_scores(first_run, run_dir)
+                resume = (run_dir / "checkpoints" / "last").is_dir()
+                _log(f"{name} seed {seed}: {'resuming' if resume else 'training'} "
+                     f"({cfg.curriculum.kind}, {cfg.curriculum.epochs} epochs) → {run_dir}")
+                distill(cfg, resume=resume)
+            first_run = first_run or run_dir
+            _evaluate(_best_model(run_dir), run_dir / "eval", exp)
+            save_config(cfg, run_dir / "arm.yaml")
+            write_results(out, summarize(out, exp, arms))
+
+    for ref in exp.references:
+        model_dir = Path(student_dir) if ref == "before" else Path(teacher_dir)
+        if teacher_gguf is not None and ref == "teacher":
+            raise SpectrumKDError("experiment: evaluate a GGUF teacher through its cached folder")
+        _log(f"reference {ref}: evaluating {model_dir}")
+        _evaluate(model_dir, out / "references" / ref / "eval", exp)
+    results = summarize(out, exp, arms)
+    results["seconds_this_call"] = round(time.perf_counter() - t0, 1)
+    write_results(out, results)
+    _log(f"finished in {(time.perf_counter() - t0) / 60:.1f} min; {out / 'results.md'}")
+    return results
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def _scores(eval_dir: Path) -> dict[tuple[int, str], float] | None:
+    """``{(generation seed, prompt id): ROUGE-L}`` of a finished evaluation, or None."""
+    from spectrumkd.evaluate.results import read_results, read_rows_only
+
+    path = eval_dir / "results.json"
+    if not path.is_file():
+        return None
+    entry = read_results(path).get("sets", {}).get("dolly")
+    if entry is None:
+        return None
+    scores = {}
+    for rel in entry["files"]:
+        seed = int(Path(rel).stem.removeprefix("seed"))
+        for row in read_rows_only(eval_dir / rel):
+            scores[(seed, str(row["id"]))] = float(row["score"])
+    return scores
+
+
+def _run_mean(scores: dict) -> float:
+    return sum(scores.values()) / len(scores)
+
+
+def summarize(out: str | Path, exp: ExperimentConfig, arms: dict) -> dict:
+    """results.json of the runs finished so far (arms with no finished seed are listed empty)."""
+    from spectrumkd.evaluate.stats import mean_std, relative_gain, wilcoxon_p
+
+    out = Path(out)
+    per_run: dict[str, dict[int, dict]] = {}
+    steps: dict[str, dict] = {}
+    for name in exp.arms:
+        per_run[name], steps[name] = {}, {"planned": [], "real": []}
+        for seed in exp.seeds:
+            run_dir = out / "runs" / name / f"seed{seed}"
+            scores = _scores(run_dir / "eval") if _eval_done(run_dir / "eval", len(exp.eval.seeds)) else None
+            if scores is not None:
+                per_run[name][seed] = scores
+                steps[name]["planned"].append(_planned_steps(arms[name], run_dir))
+                steps[name]["real"].append(_real_steps(run_dir))
+    base_runs = per_run[exp.baseline]
+    base_mean = mean_std([_run_mean(s) for s in base_runs.values()])[0] if base_runs else None
+    table = {}
+    for name, runs in per_run.items():
+        row: dict = {"n_seeds": len(runs), "seeds": sorted(runs),
+                     "kind": arms[name].curriculum.kind, "epochs": arms[name].curriculum.epochs,
+                     "steps": steps[name]["real"][0] if steps[name]["real"] else None,
+                     "steps_per_seed": steps[name]["real"],
+                     "planned_steps_per_seed": steps[name]["planned"]}
+        if runs:
+            means = [_run_mean(runs[s]) for s in sorted(runs)]
+            row["rougeL_mean"], row["rougeL_std"] = mean_std(means)
+            row["rougeL_per_seed"] = dict(zip(map(str, sorted(runs)), means))
+            row["gain_vs_baseline_pct"] = (relative_gain(row["rougeL_mean"], base_mean)
+                                           if base_mean is not None else None)
+        else:
+            row.update(rougeL_mean=None, rougeL_std=None, rougeL_per_seed={},
+                       gain_vs_baseline_pct=None)
+        row.update(_paired(runs, base_runs, name == exp.baseline, wilcoxon_p))
+        table[name] = row
+    refs = {}
+    for ref in exp.references:
+        scores = _scores(out / "references" / ref / "eval")
+        refs[ref] = {"rougeL_mean": _run_mean(scores) if scores else None}
+    mismatched = sorted({n for n, r in table.items() if _steps_differ(r, table[exp.baseline])})
+    return {"spectrumkd": "experiment", "baseline": exp.baseline, "arms": table,
+            "references": refs, "eval": asdict(exp.eval), "train_seeds": exp.seeds,
+            "step_budget_mismatch": mismatched,
+            "test": "two-sided Wilcoxon signed-rank; p_vs_baseline over (train seed, generation "
+                    "seed, prompt) pairs; p_prompts_vs_baseline over prompts, each averaged over "
+                    "all seeds (conservative)"}
+
+
+def _steps_differ(row: dict, base: dict) -> bool:
+    a, b = row.get("steps"), base.get("steps")
+    return a is not None and b is not None and abs(a - b) > 0.02 * max(a, b)
+
+
+def _paired(runs: dict, base_runs: dict, is_baseline: bool, wilcoxon_p) -> dict:
+    if is_baseline:
+        return {"p_vs_baseline": None, "p_prompts_vs_baseline": None, "n_pairs": 0}
+    common = sorted(set(runs) & set(base_runs))
+    a, b = [], []
+    by_prompt_a: dict[str, list] = {}
+    by_prompt_b: dict[str, list] = {}
+    for seed in common:
+        keys = sorted(set(runs[seed]) & set(base_runs[seed]))
+        if len(keys) != len(runs[seed]) or len(keys) != len(base_runs[seed]):
+            raise SpectrumKDError(f"seed {seed}: the arm and the baseline were evaluated on "
+                                  "different prompts or generation seeds")
+        for key in keys:
+            a.append(runs[seed][key])
+            b.append(base_runs[seed][key])
+            by_prompt_a.setdefault(key[1], []).append(runs[seed][key])
+            by_prompt_b.setdefault(key[1], []).append(base_runs[seed][key])
+    if not a:
+        return {"p_vs_baseline": None, "p_prompts_vs_baseline": None, "n_pairs": 0}
+    prompts = sorted(by_prompt_a)
+    pa = [sum(by_prompt_a[k]) / len(by_prompt_a[k]) for k in prompts]
+    pb = [sum(by_prompt_b[k]) / len(by_prompt_b[k]) for k in prompts]
+    return {"p_vs_baseline": wilcoxon_p(a, b), "p_prompts_vs_baseline": wilcoxon_p(pa, pb),
+            "n_pairs": len(a), "n_prompts": len(prompts)}
+
+
+def _fmt(x, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return f"{x:.{digits}f}"
+
+
+def render_markdown(results: dict) -> str:
+    """The results table: arms (mean ± std over seeds, gain, p) and the reference models."""
+    lines = ["| model | ROUGE-L (mean ± std over training seeds) | seeds | steps | gain vs "
+             f"{results['baseline']} | p (pairs) | p (prompts) |",
+             "|---|---|---|---|---|---|---|"]
+    refs = results.get("references", {})
+    if "before" in refs:
+        lines.append(f"| student before training | {_fmt(refs['before']['rougeL_mean'])} | | | | | |")
+    for name, r in results["arms"].items():
+        gain = r.get("gain_vs_baseline_pct")
+        gain_s = "" if name == results["baseline"] else (f"{gain:+.1f}%" if gain is not None else "—")
+        p = "" if name == results["baseline"] else _fmt(r.get("p_vs_baseline"), 3)
+        pp = "" if name == results["baseline"] else _fmt(r.get("p_prompts_vs_baseline"), 3)
+        mean = f"{_fmt(r['rougeL_mean'])} ± {_fmt(r['rougeL_std'])}" if r["n_seeds"] else "—"
+        lines.append(f"| {name} | {mean} | {r['n_seeds']} | {r['steps'] or '—'} | {gain_s} | {p} | {pp} |")
+    if "teacher" in refs:
+        lines.append(f"| teacher | {_fmt(refs['teacher']['rougeL_mean'])} | | | | | |")
+    e = results["eval"]
+    lines += ["", f"DollyEval ROUGE-L ({e['data']}, first {e['limit']} prompts, generation seeds "
+              f"{e['seeds']}, sampling at T = 1, at most {e['max_new_tokens']} new tokens); "
+              f"training seeds {results['train_seeds']}. {results['test']}."]
+    if results.get("step_budget_mismatch"):
+        lines.append(f"Step budgets differ by more than 2% for: {results['step_budget_mismatch']}.")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: Path, results: dict) -> None:
+    """results.json, results.md, per_prompt.jsonl and the figure (when matplotlib is present)."""
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out / "results.json")
+    (out / "results.md").write_text(render_markdown(results), encoding="utf-8")
+    rows = []
+    for name in results["arms"]:
+        for seed in results["arms"][name]["seeds"]:
+            for (gen_seed, pid), score in sorted(_scores(out / "runs" / name / f"seed{seed}" / "eval").items()):
+                rows.append({"arm": name, "train_seed": seed, "gen_seed": gen_seed, "id": pid,
+                             "rougeL": round(score, 4)})
+    (out / "per_prompt.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:  # the plot extra: no figure without it
+        return
+    from spectrumkd.report.figures import results_figure
+
+    (out / "figures").mkdir(exist_ok=True)
+    results_figure(results).savefig(out / "figures" / "results.png", dpi=150)

@@ -1,0 +1,94 @@
+"""spectrumkd experiment on tiny random models: arms × seeds, equal budgets, results, resume."""
+
+import json
+
+import pytest
+import yaml
+
+from spectrumkd import SpectrumKDError
+from spectrumkd.experiment import load_experiment, run_experiment
+
+CONFIG = {
+    "experiment": {
+        "student": None,
+        "baseline": "full",
+        "seeds": [0, 1],
+        "arms": {
+            "full": {"curriculum.kind": "none", "curriculum.temperature_schedule": "constant"},
+            "spectrumkd": {},
+        },
+        "references": ["before"],
+        "eval": {"data": "spectrumkd:dolly/eval.jsonl", "limit": 3, "seeds": [1, 2],
+                 "max_new_tokens": 4, "batch_size": 3},
+    },
+    "run": {
+        "teacher": {"spec": "tiny-random:llama?layers=2&hidden=32&seed=0"},
+        "student": {"spec": "tiny-random:llama?layers=1&hidden=32&seed=1"},
+        "data": {"source": "spectrumkd:dolly/train.jsonl", "template": "dolly", "limit": 32,
+                 "max_length": 512},
+        "curriculum": {"kind": "spectrumkd", "epochs": 5, "warmup_epochs": 1},
+        "loss": {"mode": "kd", "divergence": "fkl", "ce_weight": 0.3},
+        "teacher_cache": {"enabled": True, "k": 8},
+        "optim": {"lr": 1e-3, "batch_size": 4},
+        "progress": False,
+    },
+}
+
+
+def _write(tmp_path, cfg=CONFIG):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def test_paper_epoch_rule_and_validation(tmp_path):
+    exp, base, arms = load_experiment(_write(tmp_path))
+    assert arms["spectrumkd"].curriculum.epochs == 5
+    assert arms["full"].curriculum.epochs == 4  # round(0.8 × 5): the paper's 20:25
+    assert arms["full"].curriculum.kind == "none"
+    bad = json.loads(json.dumps(CONFIG))
+    bad["experiment"]["baseline"] = "nope"
+    with pytest.raises(SpectrumKDError, match="baseline 'nope' is not an arm"):
+        load_experiment(_write(tmp_path, bad))
+    bad = json.loads(json.dumps(CONFIG))
+    bad["experiment"]["arms"]["x"] = {"optim.lr": "nan-ish", "curriculum.kindd": "none"}
+    with pytest.raises(SpectrumKDError, match="kindd"):
+        load_experiment(_write(tmp_path, bad))
+
+
+def test_experiment_runs_compares_and_resumes(tmp_path, capsys):
+    out = tmp_path / "exp"
+    results = run_experiment(_write(tmp_path), out)
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["baseline"] == "full"
+    for name in ("full", "spectrumkd"):
+        arm = on_disk["arms"][name]
+        assert arm["n_seeds"] == 2
+        assert 0 <= arm["rougeL_mean"] <= 100 and arm["rougeL_std"] >= 0
+        assert arm["steps_per_seed"] == arm["planned_steps_per_seed"]
+    # steps by hand from the plans: N rows after filtering, window M = N − 2⌊0.1·N⌋, batch 4
+    plan = json.loads((out / "runs" / "spectrumkd" / "seed0" / "plan.json").read_text())
+    n = plan["n_total"]
+    m = n - 2 * (n // 10)
+    assert all(len(e["ids"]) == m for e in plan["epochs"])
+    assert on_disk["arms"]["spectrumkd"]["steps"] == 5 * -(-m // 4)
+    assert on_disk["arms"]["full"]["steps"] == 4 * -(-n // 4)
+    assert on_disk["arms"]["spectrumkd"]["p_vs_baseline"] is not None
+    assert on_disk["arms"]["spectrumkd"]["n_pairs"] == 2 * 2 * 3  # train seeds × gen seeds × prompts
+    assert on_disk["arms"]["full"]["p_vs_baseline"] is None
+    assert results["references"]["before"]["rougeL_mean"] is not None
+    rows = [json.loads(line) for line in (out / "per_prompt.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 2 * 2 * 3
+    assert "| spectrumkd |" in (out / "results.md").read_text()
+    assert (out / "figures" / "results.png").is_file()
+    # every arm × seed is an ordinary run directory
+    run = out / "runs" / "spectrumkd" / "seed1"
+    assert (run / "plan.json").is_file() and (run / "config.yaml").is_file()
+
+    # resume: nothing is retrained or re-evaluated
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed*/metrics.jsonl")}
+    capsys.readouterr()
+    again = run_experiment(_write(tmp_path), out)
+    assert "finished run, kept" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert again["arms"] == results["arms"]
