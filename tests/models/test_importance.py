@@ -86,16 +86,19 @@ def test_pruned_model_keeps_chosen_layers_outputs():
         assert torch.allclose(model(**batch).logits, student(**batch).logits, atol=1e-5)
 
 
-def test_refine_picks_the_candidate_with_the_lowest_calibration_ce():
-    tok = tiny_tokenizer()
-    enc = tok(["Write a response that completes the request."] * 2, return_tensors="pt")
-    batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
-             "labels": enc["input_ids"].clone()}
+def test_refine_lets_the_judge_pick_among_the_closest_blocks():
     model = tiny_random_model(layers=6, hidden=32)
-    one = choose_layers(model, [batch], keep=4, refine=1)
-    many = choose_layers(model, [batch], keep=4, refine=5)
-    from spectrumkd.models.importance import _pruned_ce
+    one = choose_layers(model, _batches(), keep=4, refine=1)
+    ranked = sorted(range(5), key=lambda s: (one.scores[s], s))
+    assert one.removed[0] == ranked[0]
+    seen = []
 
-    ces = {s: _pruned_ce(model, [j for j in range(6) if not s <= j < s + 2], [batch]) for s in range(5)}
-    assert many.removed[0] == min(ces, key=ces.get)
-    assert one.removed[0] == min(range(5), key=lambda s: one.scores[s])
+    def judge(kept):  # prefers the third-closest block
+        seen.append(kept)
+        start = next(i for i in range(6) if i not in kept)
+        return 0.0 if start == ranked[2] else 1.0
+
+    many = choose_layers(model, _batches(), keep=4, refine=3, judge=judge)
+    assert many.removed == [ranked[2], ranked[2] + 1] and len(seen) == 3
+    with pytest.raises(SpectrumKDError, match="judge"):
+        choose_layers(model, _batches(), keep=4, refine=3)

@@ -9,8 +9,8 @@
   On SmolLM2-135M the distances of blocks starting at layers 2..7 lie within 5% of each other
   (0.228–0.239 for 15 of 30 layers on the S-NI calibration rows) while the pruned CE differs by
   2 nats/token (12.4 at layer 2, 10.3 at layer 4), so ``refine`` candidates with the smallest
-  distance are scored by the pruned model's calibration CE and the lowest wins (``refine=1`` is
-  Gromov's rule as published).
+  distance are scored by a ``judge`` (the student builder passes the pruned model's calibration
+  CE) and the lowest wins (``refine=1`` is Gromov's rule as published).
 - ``bi``: ShortGPT's Block Influence (Men et al. 2024, arXiv:2403.03853, eq. 2), per layer
   ``1 − cos(x_i, x_{i+1})`` averaged over tokens; the ``n`` layers with the smallest BI are
   removed (not necessarily contiguous).
@@ -26,7 +26,7 @@ healing (:mod:`spectrumkd.train.student`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -99,31 +99,15 @@ def block_influence(model, batches: Iterable[dict]) -> list[float]:
     return [1.0 - float(cos[i, i + 1]) for i in range(total.shape[0] - 1)]
 
 
-def _pruned_ce(model, kept: list[int], batches: list[dict]) -> float:
-    """Token-weighted CE (nats/token) of ``model`` pruned to ``kept`` on the labelled batches."""
-    from spectrumkd.models.prune import prune_layers
-
-    pruned = prune_layers(model, kept)
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for b in batches:
-            logits = pruned(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            labels = b["labels"][:, 1:]
-            ce = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(),
-                                                   labels.flatten(), ignore_index=-100,
-                                                   reduction="sum")
-            total += float(ce)
-            count += int((labels != -100).sum())
-    return total / max(count, 1)
-
-
 def choose_layers(model, batches: Iterable[dict] | None, *, keep: int, method: str = "angular",
-                  every: int | None = None, refine: int = 1) -> LayerChoice:
+                  every: int | None = None, refine: int = 1,
+                  judge: Callable[[list[int]], float] | None = None) -> LayerChoice:
     """Choose the ``keep`` decoder layers of ``model`` to keep (``method`` in :data:`METHODS`).
 
     ``batches`` are tokenized calibration batches (``input_ids``, ``attention_mask``); ``every``
-    needs none and ignores ``keep`` when ``every`` (the stride) is given. ``refine > 1`` (angular
-    only) scores that many closest blocks by the pruned model's CE on the batches' ``labels``.
+    needs none and ignores ``keep`` when ``every`` (the stride) is given. With ``refine > 1``
+    (angular only), ``judge(kept_layers)`` scores that many closest blocks (lower is better, e.g.
+    the pruned model's calibration CE) and the best one is removed.
 
     >>> from spectrumkd.models import tiny_random_model
     >>> choose_layers(tiny_random_model(layers=6), None, keep=3, method="every").kept
@@ -148,10 +132,11 @@ def choose_layers(model, batches: Iterable[dict] | None, *, keep: int, method: s
     if method == "angular":
         scores = angular_distances(model, batches, drop)
         ranked = sorted(range(len(scores)), key=lambda i: (scores[i], i))[: max(1, refine)]
-        if len(ranked) > 1:  # calibration CE of the closest candidates decides (module docstring)
-            ces = {i: _pruned_ce(model, [j for j in range(total) if not i <= j < i + drop], batches)
-                   for i in ranked}
-            ranked = sorted(ranked, key=lambda i: (ces[i], i))
+        if len(ranked) > 1:  # the judge (calibration CE) decides among the closest (docstring)
+            if judge is None:
+                raise SpectrumKDError("refine > 1 needs a judge of the candidate layer sets")
+            marks = {i: judge([j for j in range(total) if not i <= j < i + drop]) for i in ranked}
+            ranked = sorted(ranked, key=lambda i: (marks[i], i))
         start = ranked[0]
         removed = list(range(start, start + drop))
     else:

@@ -56,6 +56,8 @@ class StudentConfig:
     """The stride of ``method=every``; unset: ceil(layers / keep)."""
     refine: int = 4
     """angular: score this many closest blocks by calibration CE and keep the best (1: Gromov's rule)."""
+    refine_rows: int = 16
+    """Calibration rows of that CE (the first ones)."""
     calibration: str = "spectrumkd:sinst/calib.jsonl"
     """Rows for the importance measurement and the CE figures of the card."""
     calibration_rows: int = 64
@@ -77,7 +79,7 @@ class StudentConfig:
         if self.method not in METHODS:
             raise SpectrumKDError(f"student: unknown method {self.method!r}; use one of {METHODS}")
         for name in ("calibration_rows", "heal_batch_size", "max_prompt_length", "max_length",
-                     "refine"):
+                     "refine", "refine_rows"):
             if getattr(self, name) < 1:
                 raise SpectrumKDError(f"student: {name} must be >= 1, got {getattr(self, name)}")
         if self.keep is not None and self.keep < 1:
@@ -217,8 +219,14 @@ def build_student(cfg: StudentConfig, out: str | Path | None = None, *, overwrit
     n_layers = teacher.config.num_hidden_layers
     keep = cfg.keep if cfg.keep is not None else n_layers // 2
     calib = _examples(cfg.calibration, tokenizer, cfg, cfg.calibration_rows)
+    def judge(kept: list[int]) -> float:
+        ce = mean_ce(prune_layers(teacher, kept), calib[: cfg.refine_rows])
+        gone = sorted(set(range(n_layers)) - set(kept))
+        _log(f"candidate: without layers [{gone[0]}, {gone[-1] + 1}), calibration CE {ce:.3f}")
+        return ce
+
     choice = choose_layers(teacher, _calibration_batches(calib, tokenizer.pad_token_id), keep=keep,
-                           method=cfg.method, every=cfg.every, refine=cfg.refine)
+                           method=cfg.method, every=cfg.every, refine=cfg.refine, judge=judge)
     _log(f"{cfg.method}: keeping {len(choice.kept)} of {n_layers} layers, removing {choice.removed}")
     student = prune_layers(teacher, choice.kept)
     ce = {"teacher": mean_ce(teacher, calib), "pruned": mean_ce(student, calib)}
