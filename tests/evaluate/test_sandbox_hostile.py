@@ -28,13 +28,13 @@ needs_bwrap = pytest.mark.skipif(
     shutil.which("bwrap") is None,
     reason="bubblewrap (bwrap) is not installed: apt-get install bubblewrap",
 )
-LIMITS = c.SandboxLimits(timeout=5.0, memory_bytes=512 << 20)
+# The audit hook is off: the OS sandbox alone must stop every escape.
+LIMITS = c.SandboxLimits(timeout=5.0, memory_bytes=512 << 20, audit_hook=False)
 MODES = [pytest.param("bwrap", marks=needs_bwrap), "none"]
 
 
 def _limits(**changes):
-    known = {f.name for f in dataclasses.fields(c.SandboxLimits)}
-    return dataclasses.replace(LIMITS, **{k: v for k, v in changes.items() if k in known})
+    return dataclasses.replace(LIMITS, **changes)
 
 
 # A raw spawn below the audit hooks: `_posixsubprocess.fork_exec` is not audited (CPython 3.11
@@ -72,6 +72,23 @@ def test_fork_exec_cannot_run_a_shell_on_the_host(tmp_path):
     result = c.run_program(program, limits=LIMITS)
     assert not result.passed
     assert not mark.exists()
+    assert "PermissionError" in result.stderr  # seccomp refused the fork itself
+
+
+@needs_bwrap
+def test_fork_exec_with_processes_allowed_stays_inside(tmp_path):
+    """With forks allowed (max_processes > 1) the shell runs, as nobody, and sees no host."""
+    mark = tmp_path / "ran-as"
+    program = SPAWN + (
+        "r, w = os.pipe()\n"
+        f"pid = spawn(['/bin/sh', '-c', 'id -u >&2; touch {mark}; ls {tmp_path} >&2'])\n"
+        "print(os.waitpid(pid, 0)[1], flush=True)\n"
+        f"assert os.path.exists({str(mark)!r})\n"
+    )
+    result = c.run_program(program, limits=_limits(max_processes=16))
+    assert not result.passed
+    assert not mark.exists()
+    assert "65534" in result.stderr and "No such file or directory" in result.stderr
 
 
 def _write_tricks(target_dir, victim, shm_name):
@@ -131,7 +148,7 @@ def test_evaluator_environment_does_not_leak(tmp_path):
     )
     evaluator = (
         "import json, sys\nfrom spectrumkd.evaluate import code as c\n"
-        "r = c.run_program(sys.stdin.read(), limits=c.SandboxLimits(timeout=5.0))\n"
+        "r = c.run_program(sys.stdin.read(), limits=c.SandboxLimits(timeout=5.0, audit_hook=False))\n"
         "print(json.dumps([r.passed, r.stdout, r.stderr]))\n"
     )
     env = {**os.environ, "SPECTRUMKD_TEST_SECRET": secret}
@@ -160,6 +177,7 @@ def test_session_children_die_at_the_deadline():
     marker = f"spectrumkd-marker-{uuid.uuid4().hex}"
     program = SPAWN + (
         f"spawn(['/bin/sh', '-c', 'sleep 40; echo {marker}'], setsid=True)\n"
+        "print('spawned', flush=True)\n"
         "while True:\n    pass\n"
     )
     limits = _limits(timeout=3.0, max_processes=16)  # let it fork: the namespace kill is tested
@@ -167,6 +185,7 @@ def test_session_children_die_at_the_deadline():
     result = c.run_program(program, limits=limits)
     elapsed = time.monotonic() - started
     assert result.status == "timeout"
+    assert result.stdout.strip() == "spawned"  # the child did start: the namespace kill is tested
     assert elapsed < limits.timeout + 2.5, elapsed
     deadline = time.monotonic() + 2.0
     while _host_processes_with(marker) and time.monotonic() < deadline:
@@ -191,6 +210,7 @@ def test_huge_output_is_capped_and_does_not_pass():
         tracemalloc.stop()
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
     assert not result.passed
+    assert "output over" in result.reason
     assert peak < 64 << 20, peak
     assert grown_kib < 256 << 10, grown_kib
     assert time.monotonic() - started < 20

@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="code: seconds per program")
     p.add_argument("--memory-mb", type=int, default=1024, help="code: address-space limit (MiB)")
     p.add_argument("--workers", type=int, default=2, help="code: programs run in parallel")
+    p.add_argument("--allow-unsandboxed", action="store_true",
+                   help="code: run model-written programs without OS isolation when bubblewrap "
+                   "is missing (at your own risk; the default refuses)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--dtype", help="float32 (default on CPU), bfloat16, float16")
     p.add_argument("--out", required=True, help="output directory")
@@ -93,6 +96,13 @@ def run(args: argparse.Namespace) -> int:
     names = parse_set_names(args.sets, args.suite)
     if (args.data or args.completions) and len(names) != 1:
         raise SpectrumKDError("--data and --completions need exactly one set (use --sets NAME)")
+    if args.suite == "code":  # before anything is written or loaded
+        isolation = code_eval.check_isolation(allow_unsandboxed=args.allow_unsandboxed)
+        if isolation == "none":
+            _log("warning: bubblewrap is unavailable; running programs WITHOUT OS isolation "
+                 "(--allow-unsandboxed)")
+        limits = code_eval.SandboxLimits(timeout=args.timeout, memory_bytes=args.memory_mb << 20,
+                                         isolation=isolation)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -129,9 +139,9 @@ def run(args: argparse.Namespace) -> int:
         "shots": args.shots,
     }
     if args.suite == "code":
-        limits = code_eval.SandboxLimits(timeout=args.timeout, memory_bytes=args.memory_mb << 20)
         run_settings["sandbox"] = {"timeout": limits.timeout, "memory_bytes": limits.memory_bytes,
-                                   "network_namespace": code_eval.unshare_works()}
+                                   "network_namespace": isolation == "bwrap",
+                                   "isolation": isolation}
     header_base = {"suite": args.suite, "model_fingerprint": fingerprint,
                    "settings": {k: run_settings[k] for k in ("decoding", "shots")}}
     results = new_results(suite=args.suite, model=model_name, model_fingerprint=fingerprint,
