@@ -1,10 +1,14 @@
 """Code: canonical HumanEval passes, broken code fails; the sandbox stops loops, memory bombs,
-network access, writes outside its directory and early exits; pass@k matches a brute force."""
+network access, writes outside its directory and early exits; pass@k matches a brute force.
+
+These run under bubblewrap when it is installed, else in the opt-in unsandboxed mode (the
+layers that remain: rlimits, deadline, audit hook); test_sandbox_hostile.py needs bubblewrap."""
 
 import gzip
 import itertools
 import json
 import os
+import shutil
 import socket
 import threading
 from math import comb
@@ -13,7 +17,8 @@ import pytest
 
 from spectrumkd.evaluate import code as c
 
-FAST = c.SandboxLimits(timeout=5.0, memory_bytes=256 << 20)
+ISOLATION = "bwrap" if shutil.which("bwrap") else "none"
+FAST = c.SandboxLimits(timeout=5.0, memory_bytes=256 << 20, isolation=ISOLATION)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +58,8 @@ def test_early_exit_does_not_pass():
 
 
 def test_infinite_loop_is_stopped():
-    result = c.run_program("while True:\n    pass\n", limits=c.SandboxLimits(timeout=1.5))
+    limits = c.SandboxLimits(timeout=1.5, isolation=ISOLATION)
+    result = c.run_program("while True:\n    pass\n", limits=limits)
     assert result.status == "timeout" and not result.passed
     # the next program is unaffected
     assert c.run_program("assert sum(range(10)) == 45", limits=FAST).passed
@@ -61,7 +67,8 @@ def test_infinite_loop_is_stopped():
 
 def test_memory_bomb_is_stopped():
     bomb = "x = []\nwhile True:\n    x.append(bytearray(50 * 2**20))\n"
-    result = c.run_program(bomb, limits=c.SandboxLimits(timeout=20, memory_bytes=256 << 20))
+    result = c.run_program(bomb, limits=c.SandboxLimits(timeout=20, memory_bytes=256 << 20,
+                                                           isolation=ISOLATION))
     assert result.status == "failed"
     assert "MemoryError" in result.stderr
     assert c.run_program("assert len(bytearray(10**6)) == 10**6", limits=FAST).passed

@@ -1,9 +1,13 @@
 """The judge client against a real HTTP server on 127.0.0.1: canned verdicts, both orders, ties
-counted half, a down endpoint and malformed verdicts (clear error after retries, cache kept)."""
+counted half, a down endpoint and malformed verdicts (clear error after retries, cache kept);
+hostile endpoints (a redirect to another host, trickling replies, malformed JSON) and malformed
+verdict-cache lines give one-line errors, never a traceback, and never leak the API key."""
 
 import json
 import socket
 import threading
+import time
+import typing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -151,3 +155,158 @@ def test_parse_verdict_and_config(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "k")
     config = JudgeConfig.from_env()
     assert (config.model, config.api_key) == ("deepseek-chat", "k")
+
+
+# ----------------------------------------------------------------------------- hostile endpoints
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """A second host: records every request it gets and answers each with a verdict."""
+
+    seen: typing.ClassVar[list] = []
+
+    def _answer(self):
+        type(self).seen.append((self.command, self.headers.get("Authorization")))
+        data = json.dumps({"choices": [{"message": {"content": "[[A]]"}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+def _serve(handler):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
+@pytest.fixture
+def raw_server():
+    """A server whose handler writes raw bytes: ``start(fn)`` where ``fn(handler)`` replies."""
+    servers = []
+
+    def start(reply):
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                reply(self)
+
+            def log_message(self, *args):
+                pass
+
+        httpd, url = _serve(Handler)
+        servers.append(httpd)
+        return url + "/v1"
+
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _json_reply(payload, status=200):
+    def reply(handler):
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    return reply
+
+
+def test_redirect_is_refused_and_the_key_stays_home(raw_server):
+    Recorder.seen = []
+    other, other_url = _serve(Recorder)
+    try:
+        def redirect(handler):
+            handler.send_response(302)
+            handler.send_header("Location", other_url + "/v1/chat/completions")
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+
+        url = raw_server(redirect)
+        client = JudgeClient(_config(url, max_retries=3))
+        with pytest.raises(SpectrumKDError, match="redirect") as info:
+            client.verdict("q", "a", "b")
+        assert "\n" not in str(info.value)
+        assert Recorder.seen == []  # the other host never heard of us, let alone the key
+        assert client.requests == 1  # a redirect is not retried
+    finally:
+        other.shutdown()
+        other.server_close()
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_trickling_reply_cannot_outlast_the_timeout(raw_server, where):
+    body = json.dumps({"choices": [{"message": {"content": "[[A]]"}}]}).encode()
+    head = (f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n"
+            "Content-Type: application/json\r\n\r\n").encode()
+
+    def trickle(handler):
+        slow, fast = (head, b"") if where == "headers" else (body, head)
+        handler.wfile.write(fast)
+        handler.wfile.flush()
+        for i in range(len(slow)):
+            handler.wfile.write(slow[i: i + 1])
+            handler.wfile.flush()
+            time.sleep(0.1)
+        if where == "headers":
+            handler.wfile.write(body)
+
+    url = raw_server(trickle)
+    client = JudgeClient(_config(url, max_retries=0, timeout=1.0))
+    started = time.monotonic()
+    with pytest.raises(SpectrumKDError, match="within 1 s"):
+        client.verdict("q", "a", "b")
+    assert time.monotonic() - started < 3.0
+
+
+@pytest.mark.parametrize(("payload", "message"), [
+    ({"choices": [{"message": {"content": None}}]}, "no text content"),
+    ({"choices": []}, "unexpected reply shape"),
+    ({"error": "x"}, "unexpected reply shape"),
+    ([1, 2], "unexpected reply shape"),
+    (b"<html>busy</html>", "not JSON"),
+    (b"\xff\xfe", "not JSON"),
+])
+def test_malformed_replies_give_one_line_errors(raw_server, payload, message):
+    url = raw_server(_json_reply(payload))
+    client = JudgeClient(_config(url, max_retries=1))
+    with pytest.raises(SpectrumKDError, match=message) as info:
+        client.verdict("q", "a", "b")
+    assert "\n" not in str(info.value) and client.requests == 2
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    (b"[1, 2]\n", "malformed verdict cache line"),
+    (b'{"key": "k"}\n', "malformed verdict cache line"),
+    (b'{"key": "k", "verdict": "Z", "judgment": ""}\n', "malformed verdict cache line"),
+    (b'{"key": 3, "verdict": "A", "judgment": ""}\n', "malformed verdict cache line"),
+    (b"\xff\xfe\n", "not UTF-8"),
+    (b"{not json\n", "corrupt verdict cache line"),
+])
+def test_malformed_cache_lines_give_one_line_errors(tmp_path, line, message):
+    cache = tmp_path / "verdicts.jsonl"
+    good = json.dumps({"key": "a", "verdict": "A", "judgment": "[[A]]"}).encode() + b"\n"
+    cache.write_bytes(good + line + good.replace(b'"a"', b'"b"'))
+    with pytest.raises(SpectrumKDError, match=rf"verdicts.jsonl:2: .*{message}") as info:
+        JudgeClient(_config("http://127.0.0.1:9/v1"), cache_path=cache)
+    assert "\n" not in str(info.value)
+
+
+def test_torn_last_cache_line_is_dropped_before_appending(server, tmp_path):
+    judge, url = server()
+    cache = tmp_path / "verdicts.jsonl"
+    good = json.dumps({"key": "a", "verdict": "A", "judgment": "[[A]]"}) + "\n"
+    cache.write_text(good + '{"key": "torn", "verd')  # a kill mid-write
+    client = JudgeClient(_config(url), cache_path=cache)
+    assert client.verdict("q", "good", "bad") == "A"
+    again = JudgeClient(_config(url), cache_path=cache)  # loads cleanly: no glued line
+    assert len(again.cache.entries) == 2
+    assert cache.read_text().splitlines()[0] == good.strip()

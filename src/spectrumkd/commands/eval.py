@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="code: seconds per program")
     p.add_argument("--memory-mb", type=int, default=1024, help="code: address-space limit (MiB)")
     p.add_argument("--workers", type=int, default=2, help="code: programs run in parallel")
+    p.add_argument("--allow-unsandboxed", action="store_true",
+                   help="code: run model-written programs without OS isolation when bubblewrap "
+                   "is missing (at your own risk; the default refuses)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--dtype", help="float32 (default on CPU), bfloat16, float16")
     p.add_argument("--out", required=True, help="output directory")

@@ -7,13 +7,21 @@ mean over all 2n verdicts, in percent (the paper's WR columns; 50 = on par with 
 
 The endpoint is ``POST {base_url}/chat/completions`` (``base_url`` like
 ``https://api.deepseek.com/v1`` or ``http://127.0.0.1:8000/v1``) with ``model``, the judge
-messages, ``temperature`` (0.7, §C.4) and a bearer key. Configuration: :class:`JudgeConfig`, or
+messages, ``temperature`` (0.7, §C.4) and a bearer key, sent with :mod:`http.client` directly:
+redirects are never followed (a 3xx is an error naming its ``Location``, so the key never goes to
+another host and a POST never turns into a GET), environment proxies are not used, every request
+has a total deadline of ``timeout`` seconds (a watchdog closes the socket, so a server trickling
+bytes cannot outlast it), and replies are capped at ``MAX_REPLY_BYTES``. Configuration:
+:class:`JudgeConfig`, or
 :meth:`JudgeConfig.from_env` reading ``SPECTRUMKD_JUDGE_BASE_URL``, ``SPECTRUMKD_JUDGE_MODEL``
 and ``SPECTRUMKD_JUDGE_API_KEY`` (falling back to ``OPENAI_API_KEY``). Transient failures
-(connection errors, HTTP 429/5xx, a reply without a verdict) are retried with exponential
-backoff; after the last try a :class:`SpectrumKDError` says what went wrong. Each verdict is
-appended to an on-disk JSON Lines cache as soon as it arrives (keyed by a hash of the judge
-model, temperature and full prompt), so a failed or interrupted run keeps what it paid for.
+(connection errors, timeouts, HTTP 429/5xx, a reply that is not JSON, has no text content or no
+verdict) are retried with exponential backoff; after the last try, or at once for a redirect or
+another 4xx, a one-line :class:`SpectrumKDError` says what went wrong. Each verdict is appended
+to an on-disk JSON Lines cache as soon as it arrives (keyed by a hash of the judge model,
+temperature and full prompt), so a failed or interrupted run keeps what it paid for; a torn last
+line (a kill mid-write) is dropped before the next append, any other malformed line is a
+one-line error naming the file and line.
 
 Not here: single-answer grading, reference-guided grading, multi-turn MT-bench questions.
 The judge's own sampling makes verdicts non-deterministic unless the endpoint is.
@@ -25,11 +33,14 @@ and §C.4 (DeepSeek-V3 as the judge).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
+import socket
+import ssl
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +66,8 @@ JUDGE_USER = (
     "[The Start of Assistant B's Answer]\n{answer_b}\n[The End of Assistant B's Answer]"
 )
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+MAX_REPLY_BYTES = 8 << 20
+VERDICTS = ("A", "B", "C")
 
 
 @dataclass(frozen=True)
@@ -110,20 +123,41 @@ class VerdictCache:
     def __init__(self, path: str | os.PathLike | None):
         self.path = Path(path) if path is not None else None
         self.entries: dict[str, dict] = {}
+        self._complete_bytes: int | None = None  # where a torn last line starts, if any
         if self.path is not None and self.path.is_file():
-            with open(self.path, encoding="utf-8") as handle:
-                for line_no, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        if line.endswith("\n"):  # only a torn last line may be skipped
-                            raise SpectrumKDError(
-                                f"{self.path}:{line_no}: corrupt verdict cache line"
-                            ) from None
-                        continue
-                    self.entries[row["key"]] = row
+            self._load(self.path.read_bytes())
+
+    def _load(self, data: bytes) -> None:
+        offset = 0
+        for line_no, raw in enumerate(data.splitlines(keepends=True), start=1):
+            where = f"{self.path}:{line_no}"
+            torn = not raw.endswith(b"\n")  # only the last line can lack its newline
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                if torn:
+                    self._complete_bytes = offset
+                    break
+                raise SpectrumKDError(f"{where}: verdict cache line is not UTF-8") from None
+            offset += len(raw)
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError:
+                if torn:
+                    self._complete_bytes = offset - len(raw)
+                    break
+                raise SpectrumKDError(f"{where}: corrupt verdict cache line (not JSON)") from None
+            if not (isinstance(row, dict) and isinstance(row.get("key"), str)
+                    and row.get("verdict") in VERDICTS and isinstance(row.get("judgment"), str)):
+                raise SpectrumKDError(
+                    f"{where}: malformed verdict cache line (expected an object with a string "
+                    f"'key', 'verdict' in A/B/C and a string 'judgment'): {text.strip()[:80]!r}"
+                )
+            self.entries[row["key"]] = row
+            if torn:  # a complete row that lost only its newline: keep it, add the newline
+                self._complete_bytes = -1
 
     def get(self, key: str) -> dict | None:
         return self.entries.get(key)
@@ -133,8 +167,95 @@ class VerdictCache:
         self.entries[key] = row
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            with open(self.path, "ab") as handle:
+                if self._complete_bytes == -1:
+                    handle.write(b"\n")
+                elif self._complete_bytes is not None:
+                    handle.truncate(self._complete_bytes)  # drop the torn line before appending
+                self._complete_bytes = None
+                handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+class JudgeError(Exception):
+    """One failed attempt; ``retry`` says whether another attempt may help."""
+
+    def __init__(self, message: str, retry: bool = True):
+        super().__init__(" ".join(message.split()))  # one line
+        self.retry = retry
+
+
+def post_json(url: str, payload: dict, headers: dict[str, str], timeout: float) -> object:
+    """POST ``payload`` as JSON and return the decoded JSON reply, all within ``timeout`` s.
+
+    No redirects, no proxies, a reply cap; raises :class:`JudgeError` for every failure.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise JudgeError(f"judge URL {url!r} is not http(s)://host/...", retry=False)
+    if parts.scheme == "https":
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            parts.hostname, parts.port, timeout=timeout, context=ssl.create_default_context())
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    deadline = time.monotonic() + timeout
+    expired = threading.Event()
+
+    def watchdog() -> None:  # wakes a blocked read: the deadline is total, not per read
+        expired.set()
+        sock = conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    timer = threading.Timer(timeout, watchdog)
+    timer.daemon = True
+    timer.start()
+    stage = "URLError: cannot reach"  # urllib's name for connection-level failures
+    try:
+        conn.request("POST", path, body=json.dumps(payload).encode(),
+                     headers={**headers, "Content-Type": "application/json"})
+        response = conn.getresponse()
+        stage = "broken reply from"
+        body = bytearray()
+        while chunk := response.read(65536):
+            body += chunk
+            if len(body) > MAX_REPLY_BYTES:
+                raise JudgeError(f"reply over {MAX_REPLY_BYTES} bytes")
+        if expired.is_set() or time.monotonic() > deadline:
+            raise TimeoutError
+    except (OSError, http.client.HTTPException) as exc:
+        if expired.is_set() or time.monotonic() > deadline:
+            raise JudgeError(f"no complete reply within {timeout:g} s") from None
+        raise JudgeError(f"{stage} {parts.netloc}: {type(exc).__name__}: {exc}") from None
+    finally:
+        timer.cancel()
+        conn.close()
+    status = response.status
+    if 300 <= status < 400:
+        raise JudgeError(
+            f"HTTP {status} redirect to {response.getheader('Location')!r} is not followed (it "
+            "would carry the API key elsewhere); set the base URL to the final address",
+            retry=False)
+    if status >= 400:
+        raise JudgeError(f"HTTP {status} {response.reason}", retry=status in RETRY_STATUS)
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise JudgeError(f"reply is not JSON: {bytes(body[:100])!r}") from None
+
+
+def reply_text(reply: object) -> str:
+    """``choices[0].message.content`` of a chat reply; :class:`JudgeError` if it is not text."""
+    try:
+        content = reply["choices"][0]["message"]["content"]  # type: ignore[index]
+    except (KeyError, IndexError, TypeError):
+        raise JudgeError(f"unexpected reply shape: {str(reply)[:200]}") from None
+    if not isinstance(content, str):
+        raise JudgeError(f"reply has no text content (content is {content!r})")
+    return content
 
 
 class JudgeClient:
@@ -159,26 +280,18 @@ class JudgeClient:
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def _post(self, messages: list[dict]) -> str:
-        url = self.config.base_url.rstrip("/") + "/chat/completions"
-        body = json.dumps(
-            {
-                "model": self.config.model,
-                "messages": messages,
-                "temperature": self.config.temperature,
-                "max_tokens": self.config.max_tokens,
-            }
-        ).encode()
-        headers = {"Content-Type": "application/json"}
+        headers = {}
         if self.config.api_key:
             headers["Authorization"] = f"Bearer {self.config.api_key}"
-        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        payload = {
+            "model": self.config.model,
+            "messages": messages,
+            "temperature": self.config.temperature,
+            "max_tokens": self.config.max_tokens,
+        }
         self.requests += 1
-        with urllib.request.urlopen(request, timeout=self.config.timeout) as response:
-            reply = json.loads(response.read().decode("utf-8"))
-        try:
-            return reply["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError) as exc:
-            raise ValueError(f"unexpected reply shape: {str(reply)[:200]}") from exc
+        url = self.config.base_url.rstrip("/") + "/chat/completions"
+        return reply_text(post_json(url, payload, headers, self.config.timeout))
 
     def verdict(self, question: str, answer_a: str, answer_b: str) -> str:
         """``"A"``/``"B"``/``"C"`` for one ordered pair (cached; retried on failure)."""
@@ -187,19 +300,17 @@ class JudgeClient:
         hit = self.cache.get(key)
         if hit is not None:
             return hit["verdict"]
-        last_error = "no attempt"
+        last_error, tries = "no attempt", 0
         for attempt in range(self.config.max_retries + 1):
             if attempt:
                 self.sleep(self.config.backoff * 2 ** (attempt - 1))
+            tries += 1
             try:
                 judgment = self._post(messages)
-            except urllib.error.HTTPError as exc:
-                last_error = f"HTTP {exc.code} {exc.reason}"
-                if exc.code not in RETRY_STATUS:
+            except JudgeError as exc:
+                last_error = str(exc)
+                if not exc.retry:
                     break
-                continue
-            except (urllib.error.URLError, OSError, ValueError, TimeoutError) as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
                 continue
             verdict = parse_verdict(judgment)
             if verdict is None:
@@ -209,8 +320,8 @@ class JudgeClient:
             return verdict
         raise SpectrumKDError(
             f"judge {self.config.model} at {self.config.base_url} failed after "
-            f"{self.config.max_retries + 1} tries: {last_error} ({len(self.cache.entries)} "
-            "verdicts cached so far are kept)"
+            f"{tries} {'try' if tries == 1 else 'tries'}: {last_error} "
+            f"({len(self.cache.entries)} verdicts cached so far are kept)"
         )
 
 

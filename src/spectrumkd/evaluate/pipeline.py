@@ -43,6 +43,7 @@ class EvalOptions:
     timeout: float = 10.0
     memory_mb: int = 1024
     workers: int = 2
+    allow_unsandboxed: bool = False
     device: str | None = None
     dtype: str | None = None
 
@@ -150,6 +151,12 @@ def evaluate(opts: EvalOptions) -> dict:
     names = parse_set_names(opts.sets, opts.suite)
     if (opts.data or opts.completions) and len(names) != 1:
         raise SpectrumKDError("--data and --completions need exactly one set (use --sets NAME)")
+    isolation = None
+    if opts.suite == "code":  # before anything is written or loaded
+        isolation = code_eval.check_isolation(allow_unsandboxed=opts.allow_unsandboxed)
+        if isolation == "none":
+            _log("warning: bubblewrap is unavailable; running programs WITHOUT OS isolation "
+                 "(--allow-unsandboxed)")
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -161,9 +168,11 @@ def evaluate(opts: EvalOptions) -> dict:
     }
     limits = None
     if opts.suite == "code":
-        limits = code_eval.SandboxLimits(timeout=opts.timeout, memory_bytes=opts.memory_mb << 20)
+        limits = code_eval.SandboxLimits(timeout=opts.timeout, memory_bytes=opts.memory_mb << 20,
+                                         isolation=isolation)
         run_settings["sandbox"] = {"timeout": limits.timeout, "memory_bytes": limits.memory_bytes,
-                                   "network_namespace": code_eval.unshare_works()}
+                                   "network_namespace": isolation == "bwrap",
+                                   "isolation": isolation}
     header_base = {"suite": opts.suite, "model_fingerprint": fingerprint,
                    "settings": {k: run_settings[k] for k in ("decoding", "shots")}}
     results = new_results(suite=opts.suite, model=model_name, model_fingerprint=fingerprint,
