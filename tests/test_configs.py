@@ -18,7 +18,8 @@ from spectrumkd.experiment import load_experiment
 from spectrumkd.train.config import RunConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+# configs/accelerate/ holds accelerate launcher files, not run configs (tests/train/test_fsdp.py).
+CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "accelerate" not in p.parts)
 PAPER = REPO / "configs" / "paper"
 LOSS_OVERRIDES = [
     "loss.divergence=fkl",

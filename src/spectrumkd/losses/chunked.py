@@ -16,6 +16,17 @@ with respect to each chunk's logits is computed analytically during the forward 
 stored, so backward only scales it by the incoming gradient. Only unmasked positions (label ≠
 ``ignore_index``) are computed at all. Teacher inputs are constants (no gradient).
 
+Float32 accuracy: log-probabilities are formed as ``z/τ − logsumexp(z/τ)`` in float32, not with
+``torch.log_softmax``, whose vectorised CPU kernel is ~3× less accurate at LLM vocabulary sizes
+(max error 8e-6 vs 3e-6 against float64 at vocab 49,152 and logits of scale 5); the gradients then
+match a float64 reference to ~1e-6 relative (``benchmarks/bench_kd_loss.py`` reports it).
+
+Optional compiled path (``compiled=True``): the per-chunk function (log-probabilities, divergence,
+analytic gradient, CE) runs under ``torch.compile``, which fuses its dozen elementwise passes over
+each ``chunk × V`` buffer. If compilation is unavailable or fails (no C++ compiler, an unsupported
+backend, a dynamo error), the eager function is used instead and a ``RuntimeWarning`` says why,
+once per process.
+
 Not supported: double backward (second derivatives). The stored gradient is handed to autograd on
 the first backward (no copy); a second backward of the same graph (``retain_graph=True``)
 recomputes it from the inputs, which are saved by reference.
@@ -23,7 +34,9 @@ recomputes it from the inputs, which are saved by reference.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +44,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from spectrumkd import SpectrumKDError
-from spectrumkd.losses.divergences import _log_probs, divergence_and_grad
+from spectrumkd.losses.divergences import _value_and_grad
 from spectrumkd.losses.objective import (
     KDLoss,
     check_objective_args,
@@ -74,6 +87,7 @@ class _Config:
     skew: float
     teacher_weight: float
     kd_active: bool
+    compiled: bool = False
 
 
 def _row_chunks(mask: Tensor, chunk_size: int) -> Iterator[tuple[slice, Tensor | None]]:
@@ -97,6 +111,19 @@ def _row_chunks(mask: Tensor, chunk_size: int) -> Iterator[tuple[slice, Tensor |
         yield slice(lo + first, lo + last), (None if all(part) else mask[lo + first : lo + last])
 
 
+def _log_probs(logits: Tensor, temperature: float) -> Tensor:
+    """log softmax(logits / τ) as ``x − logsumexp(x)``, x = logits/τ in float32 (float64 kept).
+
+    ``torch.logsumexp`` reduces with an accurate max-shifted sum, and the subtraction is exact to
+    half an ulp, so the error is that of one float32 rounding of ``x`` plus one of the logsumexp;
+    ``torch.log_softmax`` on CPU is ~3× worse at V ≈ 50k (see the module docstring).
+    """
+    x = logits if logits.dtype == torch.float64 else logits.float()
+    if temperature != 1.0:
+        x = x / temperature
+    return x - torch.logsumexp(x, dim=-1, keepdim=True)
+
+
 def _chunk_loss_and_grad(
     z: Tensor, t: Tensor | None, y: Tensor, m: Tensor | None, cfg: _Config, need_grad: bool
 ) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -111,9 +138,12 @@ def _chunk_loss_and_grad(
         y = y.clamp(min=0)  # excluded rows carry -1; any id keeps gather valid
     if cfg.kd_active:
         assert t is not None
-        d, grad_kd, log_q = divergence_and_grad(
-            cfg.divergence, z, t, temperature=tau, skew=cfg.skew, teacher_weight=cfg.teacher_weight
+        log_q = _log_probs(z, tau)  # (C, V)
+        d, grad_kd = _value_and_grad(
+            cfg.divergence, log_q, _log_probs(t, tau), cfg.skew, cfg.teacher_weight
         )
+        if tau != 1.0:
+            grad_kd.mul_(1.0 / tau)  # chain rule through z / τ
         kd_sum = (d if m is None else torch.where(m, d, 0.0)).sum()
         if need_grad:
             grad = grad_kd.mul_((1.0 - ce_w) * tau * tau)
@@ -131,6 +161,61 @@ def _chunk_loss_and_grad(
     if grad is not None and m is not None:
         grad.masked_fill_(~m.unsqueeze(1), 0.0)
     return ce_sum, kd_sum, grad
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_holder() -> dict:
+    """The process's compiled per-chunk function, created on first use.
+
+    Compilation state is per process by nature (torch.compile caches are), so it is kept in one
+    memoised dict rather than recompiled per call: ``{"fn": compiled or None, "failed": reason}``.
+    """
+    return {"fn": None, "failed": None}
+
+
+def _compile(fn: Callable) -> Callable:
+    """``torch.compile`` of ``fn`` (a seam for tests that force a failure)."""
+    return torch.compile(fn, dynamic=True)
+
+
+def _fall_back(reason: str) -> None:
+    holder = _compiled_holder()
+    if holder["failed"] is None:
+        holder["failed"] = reason
+        warnings.warn(
+            f"spectrumkd: compiled KD loss unavailable, using the eager path ({reason})",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _chunk_fn(cfg: _Config) -> Callable:
+    """The per-chunk function to call: compiled if asked and available, else eager."""
+    if not cfg.compiled:
+        return _chunk_loss_and_grad
+    holder = _compiled_holder()
+    if holder["failed"] is not None:
+        return _chunk_loss_and_grad
+    if holder["fn"] is None:
+        try:
+            holder["fn"] = _compile(_chunk_loss_and_grad)
+        except Exception as err:  # any failure means "use eager"; the warning says why
+            _fall_back(f"{type(err).__name__}: {err}")
+            return _chunk_loss_and_grad
+    compiled = holder["fn"]
+
+    def call(z, t, y, m, cfg, need_grad):
+        if holder["failed"] is not None:
+            return _chunk_loss_and_grad(z, t, y, m, cfg, need_grad)
+        if m is not None:
+            m = m.clone()  # a view's base size would be guarded on: one graph for all chunks
+        try:
+            return compiled(z, t, y, m, cfg, need_grad)
+        except Exception as err:  # torch.compile compiles lazily, on the first call
+            _fall_back(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            return _chunk_loss_and_grad(z, t, y, m, cfg, need_grad)
+
+    return call
 
 
 def _finish(
@@ -157,9 +242,10 @@ def _logits_pass(
     ce_sum = torch.zeros((), dtype=torch.float64 if z.dtype == torch.float64 else torch.float32)
     kd_sum = torch.zeros_like(ce_sum)
     inv_den = 1.0 / den
+    chunk_fn = _chunk_fn(cfg)
     for sel, m in _row_chunks(mask, chunk):
         t_c = None if t is None else t[sel]
-        ce_c, kd_c, g = _chunk_loss_and_grad(z[sel], t_c, y[sel], m, cfg, need_grad)
+        ce_c, kd_c, g = chunk_fn(z[sel], t_c, y[sel], m, cfg, need_grad)
         ce_sum += ce_c
         kd_sum += kd_c
         if grad_z is not None and g is not None:
@@ -203,14 +289,14 @@ def _prepare(
 
 
 def _setup(chunk_size, default_chunk, labels, ignore_index, num_tokens, divergence, temperature,
-           ce_weight, skew, teacher_weight, kd_active):
+           ce_weight, skew, teacher_weight, kd_active, compiled=False):
     """Checked chunk size, flattened labels, denominator and the static config of both paths."""
     chunk = default_chunk if chunk_size is None else int(chunk_size)
     if chunk < 1:
         raise SpectrumKDError(f"chunk_size must be >= 1, got {chunk_size}")
     y, den, count = _prepare(labels, ignore_index, num_tokens)
     cfg = _Config(divergence, float(temperature), float(ce_weight) if kd_active else 1.0,
-                  float(skew), float(teacher_weight), kd_active)
+                  float(skew), float(teacher_weight), kd_active, bool(compiled))
     return chunk, y, den, count, cfg
 
 
@@ -227,6 +313,7 @@ def chunked_kd_loss(
     skew: float = 0.1,
     teacher_weight: float = 0.5,
     chunk_size: int | None = None,
+    compiled: bool = False,
 ) -> KDLoss:
     """:func:`~spectrumkd.losses.kd_loss` computed ``chunk_size`` tokens at a time (same formula).
 
@@ -236,6 +323,8 @@ def chunked_kd_loss(
     float32 ``chunk_size × V`` buffers, instead of several float32 ``(..., V)`` tensors. Reference:
     Liger-Kernel's chunked distillation losses (analytic per-chunk gradients). ``chunk_size=None``
     picks :func:`default_chunk_size`. ``ce`` and ``kd`` are detached; teacher logits get no gradient.
+    ``compiled=True`` runs the per-chunk function under ``torch.compile`` (eager fallback with one
+    warning if compilation fails; see the module docstring).
 
     >>> g = torch.Generator().manual_seed(0)
     >>> s, t = torch.randn(2, 5, 11, generator=g), torch.randn(2, 5, 11, generator=g)
@@ -267,7 +356,7 @@ def chunked_kd_loss(
         t = teacher_logits.detach().reshape(-1, vocab)
     chunk, y, den, count, cfg = _setup(
         chunk_size, default_chunk_size(vocab), labels, ignore_index, num_tokens, divergence, temperature,
-        ce_weight, skew, teacher_weight, kd_active,
+        ce_weight, skew, teacher_weight, kd_active, compiled,
     )  # fmt: skip
     z = student_logits.reshape(-1, vocab)
     total, ce, kd = _ChunkedKD.apply(z, t, y, cfg, den, chunk)
@@ -298,6 +387,7 @@ def _fused_pass(
     ce_sum = torch.zeros((), dtype=torch.float64 if h.dtype == torch.float64 else torch.float32)
     kd_sum = torch.zeros_like(ce_sum)
     inv_den = 1.0 / den
+    chunk_fn = _chunk_fn(cfg)
     for sel, m in _row_chunks(mask, chunk):
         h_c = h[sel]  # (C, H)
         z_c = h_c @ w_v.T  # (C, V), in the model's dtype, as the LM head would produce it
@@ -308,7 +398,7 @@ def _fused_pass(
             else:
                 assert t_h is not None and t_w is not None
                 t_c = t_h[sel] @ t_w[:vocab].T  # (C, V)
-        ce_c, kd_c, g = _chunk_loss_and_grad(z_c, t_c, y[sel], m, cfg, need_h or need_w)
+        ce_c, kd_c, g = chunk_fn(z_c, t_c, y[sel], m, cfg, need_h or need_w)
         ce_sum += ce_c
         kd_sum += kd_c
         if g is None:
@@ -367,6 +457,7 @@ def fused_kd_loss(
     teacher_weight: float = 0.5,
     vocab_size: int | None = None,
     chunk_size: int | None = None,
+    compiled: bool = False,
 ) -> KDLoss:
     """:func:`~spectrumkd.losses.kd_loss` from hidden states and LM heads, logits formed per chunk.
 
@@ -382,7 +473,7 @@ def fused_kd_loss(
     ``vocab_size`` get 0). Reference: Liger-Kernel ``LigerFusedLinearJSDLoss`` /
     ``LigerFusedLinearDistillationBase`` (chunked logits, analytic gradients in forward).
     End points as :func:`~spectrumkd.losses.kd_loss`; ``chunk_size=None`` →
-    :func:`default_fused_chunk_size`.
+    :func:`default_fused_chunk_size`; ``compiled`` as in :func:`chunked_kd_loss`.
 
     >>> g = torch.Generator().manual_seed(0)
     >>> h, w = torch.randn(6, 4, generator=g), torch.randn(9, 4, generator=g)
@@ -438,7 +529,7 @@ def fused_kd_loss(
         raise SpectrumKDError(f"vocab_size {vocab_size} exceeds a vocabulary ({vocabs}) or is < 1")
     chunk, y, den, count, cfg = _setup(
         chunk_size, default_fused_chunk_size(vocab_size), labels, ignore_index, num_tokens, divergence, temperature,
-        ce_weight, skew, teacher_weight, kd_active,
+        ce_weight, skew, teacher_weight, kd_active, compiled,
     )  # fmt: skip
     h = student_hidden.reshape(-1, hidden)
     total, ce, kd = _FusedKD.apply(
