@@ -15,7 +15,6 @@ or ``SPECTRUMKD_JUDGE_BASE_URL``, ``SPECTRUMKD_JUDGE_MODEL``, ``SPECTRUMKD_JUDGE
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP = "LLM-as-a-judge winning rate of one eval run over a baseline run (both orders, ties half)."
 
@@ -48,25 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output folder (default: the candidate's eval folder)")
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
     import os
-    from pathlib import Path
 
     from spectrumkd import SpectrumKDError
-    from spectrumkd.evaluate.judge import JudgeClient, JudgeConfig
-    from spectrumkd.evaluate.judge_runs import (
-        CACHE_FILE,
-        VERDICTS_FILE,
-        find_eval_dir,
-        judge_pairs,
-        judge_report,
-        pair_runs,
-        write_judge,
-    )
+    from spectrumkd.evaluate.judge import JudgeConfig
+    from spectrumkd.evaluate.judge_runs import run_judge
 
     if args.limit is not None and args.limit < 1:
         raise SpectrumKDError(f"--limit must be >= 1, got {args.limit}")
@@ -84,28 +70,6 @@ def run(args: argparse.Namespace) -> int:
         max_retries=args.retries, backoff=args.backoff,
     )
     sets = [s for s in args.sets.split(",") if s.strip()] if args.sets else None
-    cand_results, base_results, paired = pair_runs(
-        args.candidate, args.baseline, sets=sets, seed=args.seed, limit=args.limit,
-        data=args.data, data_root=args.data_root, log=_log,
-    )
-    cand_dir, base_dir = find_eval_dir(args.candidate), find_eval_dir(args.baseline)
-    out = Path(args.out) if args.out else cand_dir
-    cache_path = out / CACHE_FILE
-    client = JudgeClient(config, cache_path=cache_path)
-    _log(f"judge {config.model} at {config.base_url}; {len(client.cache.entries)} cached "
-         f"verdicts in {cache_path}")
-    try:
-        rates, rows = judge_pairs(client, paired, log=_log)
-    except SpectrumKDError as exc:
-        raise SpectrumKDError(f"{exc}; rerun the same command to continue from {cache_path}")\
-            from exc
-    report = judge_report(client, paired, rates, candidate=(cand_dir, cand_results),
-                          baseline=(base_dir, base_results), seed=args.seed, limit=args.limit)
-    path = write_judge(out, report, rows)
-    for name, entry in report["sets"].items():
-        print(f"{name}: WR {entry['winning_rate']:.2f} (wins {entry['wins']}, ties "
-              f"{entry['ties']}, losses {entry['losses']}; n={entry['n']})", flush=True)
-    if len(report["sets"]) > 1:
-        print(f"average: WR {report['average']:.2f}")
-    print(f"{client.requests} judge requests; wrote {path} and {out / VERDICTS_FILE}")
+    run_judge(args.candidate, args.baseline, config, sets=sets, seed=args.seed, limit=args.limit,
+              data=args.data, data_root=args.data_root, out=args.out)
     return 0

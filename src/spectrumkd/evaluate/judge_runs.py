@@ -34,6 +34,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -372,3 +373,46 @@ def read_judge(path: str | os.PathLike) -> dict:
         if not isinstance(entry.get("winning_rate"), (int, float)):
             raise SpectrumKDError(f"{path}: set {name!r} has no winning_rate")
     return report
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_judge(candidate: str | os.PathLike, baseline: str | os.PathLike, config, *,
+              sets: Sequence[str] | None = None, seed: int = 10, limit: int | None = None,
+              data: str | None = None, data_root: str | None = None,
+              out: str | os.PathLike | None = None) -> tuple[dict, Path]:
+    """The ``spectrumkd judge`` pipeline: pair two eval runs, judge both orders, write judge.json.
+
+    ``config`` is a :class:`~spectrumkd.evaluate.judge.JudgeConfig`; ``out`` defaults to the
+    candidate's eval folder. Returns ``(report, path of judge.json)``. A rerun asks only for the
+    verdicts not yet in the cache.
+    """
+    from spectrumkd.evaluate.judge import JudgeClient
+
+    cand_results, base_results, paired = pair_runs(
+        candidate, baseline, sets=sets, seed=seed, limit=limit, data=data, data_root=data_root,
+        log=_log,
+    )
+    cand_dir, base_dir = find_eval_dir(candidate), find_eval_dir(baseline)
+    out = Path(out) if out else cand_dir
+    cache_path = out / CACHE_FILE
+    client = JudgeClient(config, cache_path=cache_path)
+    _log(f"judge {config.model} at {config.base_url}; {len(client.cache.entries)} cached "
+         f"verdicts in {cache_path}")
+    try:
+        rates, rows = judge_pairs(client, paired, log=_log)
+    except SpectrumKDError as exc:
+        raise SpectrumKDError(f"{exc}; rerun the same command to continue from {cache_path}")\
+            from exc
+    report = judge_report(client, paired, rates, candidate=(cand_dir, cand_results),
+                          baseline=(base_dir, base_results), seed=seed, limit=limit)
+    path = write_judge(out, report, rows)
+    for name, entry in report["sets"].items():
+        print(f"{name}: WR {entry['winning_rate']:.2f} (wins {entry['wins']}, ties "
+              f"{entry['ties']}, losses {entry['losses']}; n={entry['n']})", flush=True)
+    if len(report["sets"]) > 1:
+        print(f"average: WR {report['average']:.2f}")
+    print(f"{client.requests} judge requests; wrote {path} and {out / VERDICTS_FILE}")
+    return report, path
