@@ -263,6 +263,24 @@ def test_tau_reaches_the_gkd_loss(plan, examples, tokenizer, tmp_path):
     assert abs(values[1.0] - values[2.0]) > 1e-3 * values[1.0]
 
 
+def test_tau_reaches_the_distillation_loss(plan, examples, tokenizer, tmp_path):
+    """DistillationTrainer's loss at the plan's τ = 2 is τ²·TRL's loss at temperature 2, ≠ τ = 1."""
+    log: list = []
+    trainer, _, _ = _build("distillation", plan, examples, tokenizer, tmp_path, log)
+    inputs = trainer._generate_and_score_completions([{"prompt": ex.prompt} for ex in examples[:2]])
+    base = distillation_trainer_class()
+    values = {}
+    for tau in (1.0, 2.0):
+        trainer.curriculum.temperature = tau
+        got = trainer.compute_loss(trainer.model, dict(inputs))
+        trainer.temperature = tau
+        trl_value = base.compute_loss(trainer, trainer.model, dict(inputs))
+        assert float(got) == pytest.approx(tau**2 * float(trl_value), rel=1e-5)
+        values[tau] = float(got)
+    assert abs(values[1.0] - values[2.0]) > 1e-3 * abs(values[1.0])
+    assert trainer.curriculum._loss_taus == {1.0, 2.0}
+
+
 def test_refusals(examples, tokenizer, tmp_path):
     ids = [ex.id for ex in examples]
     babystep = make_plan("babystep", ids, list(range(len(ids))), epochs=3, buckets=3)
