@@ -17,6 +17,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Trainers set accelerate's process-wide state; leave none behind for the next test."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def readme_block() -> str:
     text = (REPO / "README.md").read_text(encoding="utf-8")
     m = re.search(r"<!-- readme-python:begin -->\n```python\n(.*?)```\n<!-- readme-python:end -->",

@@ -14,6 +14,15 @@ from spectrumkd.models import load_model
 from spectrumkd.train.hf_callback import CurriculumSampler, _resolve_ids, curriculum_trainer
 
 
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Trainers set accelerate's process-wide state; leave none behind for the next test."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def test_sampler_yields_each_epochs_rows_once_and_refuses_a_foreign_epoch(examples):
     plan = spectrum_plan(examples, epochs=4)
     ids = [ex.id for ex in examples]

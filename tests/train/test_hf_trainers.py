@@ -109,6 +109,7 @@ def _build(kind, plan, examples, tokenizer, out_dir, log, **extra_args):
         gradient_accumulation_steps=ACCUM, dataloader_num_workers=2,
         dataloader_persistent_workers=True, use_cpu=True, report_to="none", save_strategy="no",
         disable_tqdm=True, logging_strategy="no", learning_rate=1e-3, seed=0,
+        bf16=False,  # TRL's configs default to bf16: slow on CPU, and it would leak into later tests
     )  # fmt: skip
     common.update(extra_args)
     dataset = _dataset(kind, examples)
@@ -168,6 +169,15 @@ def _per_epoch(log, key_to_id):
 def _expected(plan):
     return ({e.epoch: sorted(e.ids) for e in plan.epochs},
             {e.epoch: {round(e.temperature, 9)} for e in plan.epochs})
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Trainers set accelerate's process-wide state; leave none behind for the next test."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The curriculum inside Hugging Face ``Trainer`` and TRL trainers: one factory, a sampler, a callback.
 
-Use (the README's "Quick start: Python" runs these lines in ``tests/test_readme.py``)::
+Use (the README's "Quick start: Python" block, run verbatim by ``tests/test_examples.py``)::
 
     from spectrumkd.train.hf_callback import curriculum_trainer
 
