@@ -72,12 +72,18 @@ def preset(name: str) -> Preset:
       on-policy, so the paper's α = 0).
     - ``distillm``: skl with skew 0.1, ce_weight 0.3 — Ko et al. 2024 (their α = 0.1).
     - ``distillm-srkl``: srkl with skew 0.1, ce_weight 0.3 — Ko et al. 2024.
-    - ``distillm-jsd``: jsd as DistiLLM's ``js_distance(lam=0.1)``, whose mixture is
-      m = 0.9·p + 0.1·q, i.e. β = 0.9 in TRL's convention (``teacher_weight = 1 − lam``).
+    - ``distillm-jsd``: jsd as DistiLLM's ``finetune.py`` calls it, ``js_distance(...)`` with its
+      default ``lam = 0.9``: mixture m = (1 − lam)·p + lam·q = 0.1·p + 0.9·q and value
+      lam·KL(q‖m) + (1 − lam)·KL(p‖m), i.e. β = ``teacher_weight`` = 1 − lam = 0.1 in TRL's
+      convention (jongwooko/distillm ``distillm/losses.py`` L32–52, ``finetune.py`` L184); tested
+      against that formula in ``tests/losses/test_conventions.py``.
     - ``tvd``: tvd, ce_weight 0.3 — Wen et al. 2023.
 
+    The conventions of each anchor (τ², CE form, β/λ/skew names, normalisation, CE mix) are
+    tabulated in ``docs/losses.md``.
+
     >>> preset("distillm-jsd").teacher_weight
-    0.9
+    0.1
     """
     table = {
         "kd": Preset("fkl", 0.3, reference="Hinton et al. 2015"),
@@ -86,7 +92,7 @@ def preset(name: str) -> Preset:
         "distillm": Preset("skl", 0.3, skew=0.1, reference="Ko et al. 2024 (DistiLLM)"),
         "distillm-srkl": Preset("srkl", 0.3, skew=0.1, reference="Ko et al. 2024 (DistiLLM)"),
         "distillm-jsd": Preset(
-            "jsd", 0.3, teacher_weight=0.9, reference="Ko et al. 2024 (DistiLLM)"
+            "jsd", 0.3, teacher_weight=0.1, reference="Ko et al. 2024 (DistiLLM js_distance, lam=0.9)"
         ),
         "tvd": Preset("tvd", 0.3, reference="Wen et al. 2023"),
     }
