@@ -96,6 +96,42 @@ def _rougel_scores(model, tokenizer, examples: Sequence[Example], max_new_tokens
     return scores
 
 
+def _check_scorable(examples: Sequence[Example], metric: str, reduction: str) -> None:
+    if metric not in METRICS:
+        raise SpectrumKDError(f"unknown metric {metric!r}; use one of {METRICS}")
+    if reduction not in REDUCTIONS:
+        raise SpectrumKDError(f"unknown reduction {reduction!r}; use one of {REDUCTIONS}")
+    empty = [ex.id for ex in examples if ex.num_response_tokens == 0 and metric != "rougel"]
+    if empty:
+        raise SpectrumKDError(f"examples without response tokens cannot be scored: {empty[:10]}")
+
+
+def _score_batch(model, tokenizer, chunk: list, collate, metric: str, reduction: str,
+                 max_new_tokens: int) -> list[float]:
+    """This process's scores of one batch (empty when it has none this round)."""
+    if not chunk:
+        return []
+    if metric == "rougel":
+        return _rougel_scores(model, tokenizer, chunk, max_new_tokens)
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in collate(chunk).items()}
+    return batch_scores(model, batch, metric=metric, reduction=reduction).tolist()
+
+
+def _gather_new(examples, mine: list[int], scores: list[float], known: Mapping,
+                metric: str) -> list[tuple[int, float]]:
+    """Every process's new ``(index, score)`` pairs of this round; non-finite scores are an error."""
+    gathered = [(i, s) for part in _all_gather(list(zip(mine, scores))) for i, s in part
+                if examples[i].id not in known]
+    bad = [examples[i].id for i, s in gathered if not math.isfinite(s)]
+    if bad:
+        raise SpectrumKDError(
+            f"non-finite {metric} scores (NaN/inf) for ids {bad[:20]}; nothing of this "
+            "batch was written. Try --dtype float32 or check the model weights."
+        )
+    return gathered
+
+
 def score_examples(
     model,
     examples: Sequence[Example],
@@ -124,15 +160,9 @@ def score_examples(
     >>> len(score_examples(tiny_random_model(layers=1, hidden=32), ex, progress=False))
     2
     """
-    if metric not in METRICS:
-        raise SpectrumKDError(f"unknown metric {metric!r}; use one of {METRICS}")
-    if reduction not in REDUCTIONS:
-        raise SpectrumKDError(f"unknown reduction {reduction!r}; use one of {REDUCTIONS}")
+    _check_scorable(examples, metric, reduction)
     if not examples:
         return []
-    empty = [ex.id for ex in examples if ex.num_response_tokens == 0 and metric != "rougel"]
-    if empty:
-        raise SpectrumKDError(f"examples without response tokens cannot be scored: {empty[:10]}")
     rank, world = dist_info()
     lengths = [len(ex) for ex in examples]
     known = dict(known or {})
@@ -140,13 +170,11 @@ def score_examples(
         b for b in make_batches(lengths, batch_tokens, bucket=bucket)
         if not all(examples[i].id in known for i in b)
     ]
-    device = next(model.parameters()).device
     collate = Collator(_pad_id(model, tokenizer))
     results: list[float | None] = [known.get(ex.id) for ex in examples]
-    n_todo = sum(r is None for r in results)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=n_todo, unit="ex", desc=f"scoring ({metric})",
+    bar = tqdm(total=sum(r is None for r in results), unit="ex", desc=f"scoring ({metric})",
                disable=not progress or rank != 0, dynamic_ncols=True)
     was_training = model.training
     model.eval()
@@ -155,34 +183,16 @@ def score_examples(
         with torch.inference_mode():
             for first in range(0, len(batches), world):
                 mine = batches[first + rank] if first + rank < len(batches) else []
-                scores: list[float] = []
-                if mine:
-                    chunk = [examples[i] for i in mine]
-                    if metric == "rougel":
-                        scores = _rougel_scores(model, tokenizer, chunk, max_new_tokens)
-                    else:
-                        batch = {k: v.to(device) for k, v in collate(chunk).items()}
-                        scores = batch_scores(model, batch, metric=metric, reduction=reduction).tolist()
-                gathered = [
-                    (i, s)
-                    for part in _all_gather(list(zip(mine, scores)))
-                    for i, s in part
-                    if examples[i].id not in known
-                ]
-                bad = [examples[i].id for i, s in gathered if not math.isfinite(s)]
-                if bad:
-                    raise SpectrumKDError(
-                        f"non-finite {metric} scores (NaN/inf) for ids {bad[:20]}; nothing of this "
-                        "batch was written. Try --dtype float32 or check the model weights."
-                    )
+                scores = _score_batch(model, tokenizer, [examples[i] for i in mine], collate,
+                                      metric, reduction, max_new_tokens)
+                gathered = _gather_new(examples, mine, scores, known, metric)
                 for i, s in gathered:
                     results[i] = s
                 if on_batch is not None and gathered:
                     on_batch([examples[i].id for i, _ in gathered], [s for _, s in gathered])
                 n_tokens += sum(lengths[i] for i, _ in gathered)
                 bar.update(len(gathered))
-                elapsed = max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix_str(f"{n_tokens / elapsed:.0f} tok/s")
+                bar.set_postfix_str(f"{n_tokens / max(time.perf_counter() - start, 1e-9):.0f} tok/s")
     finally:
         bar.close()
         model.train(was_training)
