@@ -19,11 +19,14 @@ from pathlib import Path
 
 from spectrumkd import SpectrumKDError
 
-__all__ = ["iter_jsonl", "parse_line"]
+__all__ = ["iter_jsonl", "iter_lines", "parse_line"]
 
 
-def parse_line(raw: bytes, path: Path, lineno: int) -> dict | None:
-    """One line of a JSON Lines file as an object (``None`` for a blank line), or a clear error."""
+_BLANK = object()
+
+
+def _decode(raw: bytes, path: Path, lineno: int):
+    """The JSON value of one line (``_BLANK`` for a blank line), or a one-line error."""
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -31,13 +34,20 @@ def parse_line(raw: bytes, path: Path, lineno: int) -> dict | None:
             f"{path}:{lineno}: not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1})"
         ) from None
     if not line.strip():
-        return None
+        return _BLANK
     try:
-        obj = json.loads(line)
+        return json.loads(line)
     except json.JSONDecodeError as exc:
         raise SpectrumKDError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
     except RecursionError:
         raise SpectrumKDError(f"{path}:{lineno}: JSON nested too deeply") from None
+
+
+def parse_line(raw: bytes, path: Path, lineno: int) -> dict | None:
+    """One line of a JSON Lines file as an object (``None`` for a blank line), or a clear error."""
+    obj = _decode(raw, path, lineno)
+    if obj is _BLANK:
+        return None
     if not isinstance(obj, dict):
         raise SpectrumKDError(f"{path}:{lineno}: expected a JSON object, got {obj!r:.60}")
     return obj
@@ -57,6 +67,16 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     ...
     spectrumkd.SpectrumKDError: ...x.jsonl:2: expected a JSON object, got [2]
     """
+    path = Path(path)
+    for lineno, raw in iter_lines(path):
+        obj = parse_line(raw, path, lineno)
+        if obj is not None:
+            yield lineno, obj
+
+
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
+    """``(1-based line number, raw bytes)`` of a text or ``.gz`` file; a missing file, a file that
+    is not gzip and gzip data cut short are one-line errors naming the file and line."""
     path = Path(path)
     gz = path.suffix == ".gz"
     try:
@@ -78,6 +98,4 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
                 what = "not a gzip file" if bad else "gzip data cut short or corrupt"
                 raise SpectrumKDError(f"{path}:{lineno + 1}: {what} ({exc})") from None
             lineno += 1
-            obj = parse_line(raw, path, lineno)
-            if obj is not None:
-                yield lineno, obj
+            yield lineno, raw

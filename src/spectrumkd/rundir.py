@@ -82,12 +82,12 @@ class RunDir:
 
     # -- what is there ------------------------------------------------------------------------
     def contents(self) -> list[str]:
-        """Names in the directory (sorted), the lock file left out; [] when it does not exist."""
+        """Names in the directory (sorted), lock files left out; [] when it does not exist."""
         if not self.path.exists():
             return []
         if not self.path.is_dir():
             raise SpectrumKDError(f"{self.path}: exists and is not a directory")
-        return sorted(p.name for p in self.path.iterdir() if p.name != LOCK_NAME)
+        return sorted(p.name for p in self.path.iterdir() if not p.name.endswith(".lock"))
 
     def generations(self) -> list[Path]:
         """Complete generations (renamed and holding their marker), oldest first."""

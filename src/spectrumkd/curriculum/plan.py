@@ -27,6 +27,7 @@ from pathlib import Path
 
 from spectrumkd import SpectrumKDError
 from spectrumkd.curriculum.spectrum import ZONES
+from spectrumkd.fileio import read_text
 
 __all__ = ["EpochPlan", "Plan"]
 
@@ -186,9 +187,7 @@ class Plan:
     def load(cls, path: str | Path) -> Plan:
         path = Path(path)
         try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise SpectrumKDError(f"{path}: plan file not found") from None
+            obj = json.loads(read_text(path, what="plan file"))  # missing / not UTF-8: one line
         except json.JSONDecodeError as exc:
             raise SpectrumKDError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
         return cls.from_dict(obj, source=str(path))

@@ -11,18 +11,26 @@ averaged over seeds first; examples paired by set and id). :func:`render_markdow
 When a run's eval folder also holds a ``judge.json`` (written by ``spectrumkd judge``), its
 winning rates (WR, in %) are shown beside each set's metric, with their mean over the sets.
 
+Runs are compared only on like data: for every shared set the ``data_fingerprint`` and ``n`` of
+the results entries, the run's ``settings.limit``, and the example ids of the generations files
+must agree, else :class:`~spectrumkd.SpectrumKDError` names the set and the runs (a p-value over
+unrelated prompts is worse than none). A NaN or infinite metric or per-example score is an error
+too, never printed as a number.
+
 Not here: judging itself (``judge.py``, ``judge_runs.py``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from spectrumkd import SpectrumKDError
+from spectrumkd.fileio import atomic_write_text
 from spectrumkd.evaluate.judge_runs import JUDGE_FILE, read_judge
 from spectrumkd.evaluate.results import read_results, read_rows_only
 from spectrumkd.evaluate.stats import relative_gain, wilcoxon_p
@@ -70,9 +78,43 @@ def per_example_scores(results_path: Path, entry: dict) -> dict[str, float]:
         if not file.is_file():
             raise SpectrumKDError(f"{results_path}: generations file {rel} is missing")
         for row in read_rows_only(file):
-            sums[str(row["id"])] += float(row["score"])
+            score = row.get("score")
+            if "id" not in row or not _is_number(score) or not math.isfinite(score):
+                raise SpectrumKDError(
+                    f"{file}: row {row.get('id')!r} has no finite score ({score!r})"
+                )
+            sums[str(row["id"])] += float(score)
             counts[str(row["id"])] += 1
     return {key: sums[key] / counts[key] for key in sums}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_comparable(names: list[str], files: list[Path], loaded: list[dict], shared: list[str],
+                      metrics: dict[str, str]) -> None:
+    """Refuse runs that are not on the same data, or whose metric is not a finite number."""
+    for name, f, results in zip(names, files, loaded):
+        for s, entry in results["sets"].items():
+            value = entry[metrics[s]]
+            if not _is_number(value) or not math.isfinite(value):
+                raise SpectrumKDError(f"{f}: set {s!r} has {metrics[s]} = {value!r}, not a finite "
+                                      f"number (run {name}); re-run its evaluation")
+    limits = {name: (r.get("settings") or {}).get("limit") for name, r in zip(names, loaded)}
+    if len(set(map(repr, limits.values()))) > 1:
+        raise SpectrumKDError(f"the runs were evaluated with different --limit values "
+                              f"({', '.join(f'{n}: {v}' for n, v in limits.items())}); "
+                              "compare runs evaluated on the same examples")
+    for s in shared:
+        for key in ("data_fingerprint", "n"):
+            found = {name: r["sets"][s].get(key) for name, r in zip(names, loaded)}
+            if None not in found.values() and len(set(map(repr, found.values()))) > 1:
+                raise SpectrumKDError(
+                    f"set {s!r} was evaluated on different data ({key}: "
+                    f"{', '.join(f'{n}: {v}' for n, v in found.items())}); compare runs evaluated "
+                    "on the same set"
+                )
 
 
 def _run_name(path: Path, taken: set[str]) -> str:
@@ -103,6 +145,7 @@ def compare_runs(paths: list[str | os.PathLike]) -> Comparison:
             raise SpectrumKDError(f"set {s!r} is scored with different metrics: {sorted(found)}")
         metrics[s] = found.pop()
     shared = [s for s in sets if all(s in r["sets"] for r in loaded)]
+    _check_comparable(names, files, loaded, shared, metrics)
     values = {n: {s: r["sets"][s][metrics[s]] if s in r["sets"] else None for s in sets}
               for n, r in zip(names, loaded)}
     average = {n: (sum(values[n][s] for s in shared) / len(shared) if shared else None)
@@ -111,6 +154,15 @@ def compare_runs(paths: list[str | os.PathLike]) -> Comparison:
     gain = {n: (relative_gain(average[n], average[base])
                 if average[n] is not None and average[base] is not None else None) for n in names}
     scores = [{s: per_example_scores(f, r["sets"][s]) for s in shared} for f, r in zip(files, loaded)]
+    for name, run_scores in zip(names[1:], scores[1:]):
+        for s in shared:
+            ours, theirs = set(run_scores[s]), set(scores[0][s])
+            if ours != theirs:
+                odd = sorted(ours ^ theirs)[:5]
+                raise SpectrumKDError(
+                    f"set {s!r}: {name} and {names[0]} scored different examples "
+                    f"({len(ours)} vs {len(theirs)} ids; e.g. {odd}); compare runs on the same ids"
+                )
     p_value: dict[str, float | None] = {base: None}
     n_pairs: dict[str, int] = {base: 0}
     for index, name in enumerate(names[1:], start=1):
@@ -180,8 +232,7 @@ def render_markdown(table: Comparison) -> str:
 def write_comparison(table: Comparison, out: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``out`` (Markdown) and the same path with ``.json`` (table data)."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_markdown(table), encoding="utf-8")
     data = out.with_suffix(".json")
-    data.write_text(json.dumps(table.to_dict(), indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out, render_markdown(table))  # a directory is a one-line error
+    atomic_write_text(data, json.dumps(table.to_dict(), indent=2, allow_nan=False) + "\n")
     return out, data

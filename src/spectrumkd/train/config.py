@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from spectrumkd import SpectrumKDError
+from spectrumkd.fileio import atomic_write_text, read_text
 
 __all__ = [
     "CurriculumConfig",
@@ -546,12 +547,11 @@ def load_config(
     config_path = Path(path) if path is not None else None
     where = str(config_path) if config_path is not None else "config"
     if config_path is not None:
+        text = read_text(config_path, what="config file")
         try:
-            loaded = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise SpectrumKDError(f"{config_path}: config file not found") from exc
+            loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise SpectrumKDError(f"{config_path}: not valid YAML ({exc})") from exc
+            raise SpectrumKDError(f"{config_path}: not valid YAML ({' '.join(str(exc).split())})") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise SpectrumKDError(f"{config_path}: expected a mapping at the top level")
         data = loaded or {}
@@ -573,7 +573,4 @@ def load_config(
 
 def save_config(cfg: RunConfig, path: str | Path) -> Path:
     """Write the resolved config (every default included) as YAML; it loads back equal."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False), encoding="utf-8")
-    return path
+    return atomic_write_text(path, yaml.safe_dump(asdict(cfg), sort_keys=False))
