@@ -62,11 +62,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spectrumkd.curriculum import PoorFitWarning, make_plan, read_scores
-
     from pathlib import Path
 
     from spectrumkd import SpectrumKDError
+    from spectrumkd.curriculum import PoorFitWarning, make_plan, read_scores
 
     if Path(args.out).is_dir():
         raise SpectrumKDError(f"--out {args.out}: is a directory; name the plan file, e.g. "

@@ -89,7 +89,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from spectrumkd import SpectrumKDError
-    from spectrumkd.fileio import file_lock
 
     out = Path(args.out)
     if out.is_dir() or args.out.endswith(os.sep):
@@ -97,8 +96,7 @@ def run(args: argparse.Namespace) -> int:
                               f"{out / 'scores.jsonl'}")
     rank, local_rank = _init_distributed()
     try:
-        with file_lock(out, what=f"scores file {out}") if rank == 0 else nullcontext():
-            return _score(args, rank, local_rank)
+        return _score(args, rank, local_rank)
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -109,6 +107,7 @@ def _score(args: argparse.Namespace, rank: int, local_rank: int) -> int:
 
     from spectrumkd import SpectrumKDError
     from spectrumkd.data import build_examples, load_records, math_few_shot, write_dropped
+    from spectrumkd.fileio import file_lock
     from spectrumkd.models import cached_gguf_folder, load_model, load_tokenizer
     from spectrumkd.scoring import run_scoring
 
@@ -146,18 +145,20 @@ def _score(args: argparse.Namespace, rank: int, local_rank: int) -> int:
         max_prompt_length=args.max_prompt_length, max_length=args.max_length, few_shot=few_shot,
     )
     out = Path(args.out)
-    if rank == 0:
-        write_dropped(out.parent / "dropped.jsonl", dropped)
-    t1 = time.perf_counter()
-    scores = run_scoring(
-        model, examples, out,
-        model_name=args.model + (f"::{args.gguf_file}" if args.gguf_file else ""),
-        template=args.template, max_length=args.max_length,
-        max_prompt_length=args.max_prompt_length, metric=args.metric,
-        reduction=args.reduction, batch_tokens=args.batch_tokens, overwrite=args.overwrite,
-        tokenizer=tokenizer, max_new_tokens=args.max_new_tokens, progress=not args.no_progress,
-    )
-    t_score = time.perf_counter() - t1
+    # The lock comes just before the first write: bad input above fails without touching --out.
+    with file_lock(out, what=f"scores file {out}") if rank == 0 else nullcontext():
+        if rank == 0:
+            write_dropped(out.parent / "dropped.jsonl", dropped)
+        t1 = time.perf_counter()
+        scores = run_scoring(
+            model, examples, out,
+            model_name=args.model + (f"::{args.gguf_file}" if args.gguf_file else ""),
+            template=args.template, max_length=args.max_length,
+            max_prompt_length=args.max_prompt_length, metric=args.metric,
+            reduction=args.reduction, batch_tokens=args.batch_tokens, overwrite=args.overwrite,
+            tokenizer=tokenizer, max_new_tokens=args.max_new_tokens, progress=not args.no_progress,
+        )
+        t_score = time.perf_counter() - t1
     if rank == 0:
         mean = sum(scores) / len(scores)
         print(

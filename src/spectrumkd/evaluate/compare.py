@@ -30,10 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from spectrumkd import SpectrumKDError
-from spectrumkd.fileio import atomic_write_text
 from spectrumkd.evaluate.judge_runs import JUDGE_FILE, read_judge
 from spectrumkd.evaluate.results import read_results, read_rows_only
 from spectrumkd.evaluate.stats import relative_gain, wilcoxon_p
+from spectrumkd.fileio import atomic_write_text
 
 SET_TITLES = {"dolly": "DollyEval", "self-inst": "SelfInst", "vicuna": "VicunaEval",
               "sinst": "S-NI", "unni": "UnNI", "gsm8k": "GSM8K", "math": "MATH",
