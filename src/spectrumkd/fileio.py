@@ -119,26 +119,38 @@ def file_lock(path: str | os.PathLike, *, what: str | None = None) -> Iterator[P
     """Hold an exclusive lock on ``<path>.lock`` (``path`` itself when it ends in ``.lock``).
 
     Non-blocking: when another process holds it, raise a one-line error naming ``what`` and the
-    holder's pid. The lock file stays behind (harmless; removing it would race a new holder). The
-    lock is released when the block ends or the process dies, however it dies.
+    holder's pid. The lock is released when the block ends or the process dies, however it dies.
+    The holder removes the lock file before it lets go; a process that locked a file that was
+    removed meanwhile sees that its inode is no longer the path's and tries again, so two
+    processes never both hold the lock.
     """
     import fcntl
 
     path = Path(path)
     lock = path if path.name.endswith(".lock") else path.with_name(path.name + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
             raise SpectrumKDError(
                 f"{what or path}: another spectrumkd process (pid {holder}) is writing it; wait for "
                 f"it to finish or stop it (lock {lock})"
             ) from None
+        try:
+            current = os.stat(lock).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            break
+        os.close(fd)  # the previous holder removed this file as we locked it: start over
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield lock
     finally:
+        lock.unlink(missing_ok=True)  # while still holding it (see above)
         os.close(fd)  # closing the descriptor releases the flock

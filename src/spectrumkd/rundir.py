@@ -8,7 +8,8 @@
         gen-000003/     a complete generation: COMMITTED is its last file
         gen-000004.tmp/ a generation being written (or cut short by a crash): never used
         last -> gen-000003   best -> gen-000002   (relative symlinks, replaced atomically)
-      eval/results.json  report/  teacher_cache/  tensorboard/  .spectrumkd.lock
+      eval/results.json  report/  teacher_cache/  tensorboard/
+      .spectrumkd.lock     only while a writer holds the run (:meth:`RunDir.lock`)
 
 Checkpoints are written by generations (:func:`begin_generation`, :func:`commit_generation`):
 files go into ``gen-N.tmp``, are fsynced, the ``COMMITTED`` marker is written last, the folder is

@@ -219,3 +219,28 @@ def test_distill_subprocess_refusal_is_one_line(fake_run, config):
                            str(config)], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert snapshot(fake_run) == before
+
+
+def test_unreadable_data_fails_before_the_run_directory_exists(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"instruction": "a", "output": "b"}\n{"instruction": "\xff"}\n')
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "data": {"source": str(bad)},
+                                   "output_dir": str(tmp_path / "run")}))
+    rc, _, err = distill(cfg, capsys=capsys)
+    refused(rc, err, "bad.jsonl:2: not UTF-8")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_user_plan_with_ids_not_in_the_data_writes_nothing(config, tmp_path, capsys):
+    plan = tmp_path / "run" / "plan.json"
+    scores = tmp_path / "s.jsonl"
+    scores.write_text("".join(json.dumps({"id": f"ghost-{i}", "score": float(i)}) + "\n"
+                              for i in range(6)))
+    assert main(["plan", "--scores", str(scores), "--out", str(plan), "--baseline", "full",
+                 "--epochs", "2"]) == 0
+    capsys.readouterr()
+    before = snapshot(plan.parent)
+    rc, _, err = distill(config, capsys=capsys)
+    refused(rc, err, "plan.json", "ghost-")
+    assert snapshot(plan.parent) == before

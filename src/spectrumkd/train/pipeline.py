@@ -32,7 +32,8 @@ Not here: the loop itself (:mod:`spectrumkd.train.loop`), evaluation and reports
 from __future__ import annotations
 
 import gc
-from contextlib import ExitStack
+import shutil
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -216,7 +217,7 @@ def check_run_dir(cfg: RunConfig, rd: RunDir, *, resume: bool, overwrite: bool) 
             f"{rd.path} already holds {what} ({', '.join(outputs[:6])}); pass --resume to continue "
             "it (same config), --overwrite to replace it, or choose another output_dir"
         )
-    if rd.plan.is_file() and not plan_made_by_distill(rd.plan) and not overwrite:
+    if rd.plan.is_file() and not plan_made_by_distill(rd.plan):
         from spectrumkd.curriculum import Plan
 
         _check_user_plan(cfg, Plan.load(rd.plan), rd.plan)
@@ -233,22 +234,62 @@ def distill(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False):
 
     rd = RunDir(cfg.output_dir)
     accelerator = make_accelerator(cfg)
+    main_process = accelerator.is_main_process
     with ExitStack() as stack:
-        if accelerator.is_main_process:
+        if main_process:
             check_run_dir(cfg, rd, resume=resume, overwrite=overwrite)  # writes nothing
-            rd.path.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(rd.lock())
-            check_run_dir(cfg, rd, resume=resume, overwrite=overwrite)  # a racing writer got here first?
+            stack.enter_context(_claim(cfg, rd, resume=resume, overwrite=overwrite))
+        # Everything that can fail on bad input (models, data, a user's plan) comes before the
+        # first write, so such a failure leaves the directory as it was.
+        torch.manual_seed(cfg.seed)
+        tokenizer, student, teacher = load_run_models(cfg, need_teacher=cfg.loss.mode != "sft")
+        examples, dropped, val = _load_data(cfg, tokenizer)
+        user_plan = _load_user_plan(cfg, rd, examples)  # --overwrite keeps a user's plan too
+        if main_process:
             if overwrite:
                 removed = rd.remove_outputs()
                 if removed:
                     print(f"--overwrite: removed {', '.join(removed)} from {rd.path}", flush=True)
             save_config(cfg, rd.config)
         accelerator.wait_for_everyone()
-        return _run(cfg, rd, accelerator, resume=resume, overwrite=overwrite)
+        return _run(cfg, rd, accelerator, tokenizer, student, teacher, examples, dropped, val,
+                    user_plan, resume=resume, overwrite=overwrite)
 
 
-def _run(cfg: RunConfig, rd: RunDir, accelerator, *, resume: bool, overwrite: bool):
+@contextmanager
+def _claim(cfg: RunConfig, rd: RunDir, *, resume: bool, overwrite: bool):
+    """Create and lock the run directory. If this run made it and fails before writing into it,
+    remove it again (it then holds only the lock file)."""
+    created = not rd.path.exists()
+    rd.path.mkdir(parents=True, exist_ok=True)
+    try:
+        with rd.lock():
+            check_run_dir(cfg, rd, resume=resume, overwrite=overwrite)  # did a racing writer win?
+            yield
+    except BaseException:
+        if created and rd.path.is_dir() and not rd.contents():
+            shutil.rmtree(rd.path)
+        raise
+
+
+def _load_user_plan(cfg: RunConfig, rd: RunDir, examples):
+    """The plan.json a user put in the run directory (checked against config and data), or None."""
+    from spectrumkd.curriculum import Plan
+    from spectrumkd.train.sampler import plan_index
+
+    if not rd.plan.is_file() or plan_made_by_distill(rd.plan):
+        return None
+    plan = Plan.load(rd.plan)
+    _check_user_plan(cfg, plan, rd.plan)
+    try:
+        plan_index(plan, [ex.id for ex in examples])
+    except SpectrumKDError as exc:
+        raise SpectrumKDError(f"{rd.plan}: {exc}") from None
+    return plan
+
+
+def _run(cfg: RunConfig, rd: RunDir, accelerator, tokenizer, student, teacher, examples, dropped,
+         val, user_plan, *, resume: bool, overwrite: bool):
     from spectrumkd.curriculum import Plan
     from spectrumkd.data import Collator, dataset_fingerprint, write_dropped
     from spectrumkd.scoring import run_scoring
@@ -256,20 +297,14 @@ def _run(cfg: RunConfig, rd: RunDir, accelerator, *, resume: bool, overwrite: bo
     from spectrumkd.train.teacher_cache import TeacherCache, write_teacher_cache
 
     out = rd.path
-    torch.manual_seed(cfg.seed)
-
-    need_teacher = cfg.loss.mode != "sft"
-    tokenizer, student, teacher = load_run_models(cfg, need_teacher=need_teacher)
-    examples, dropped, val = _load_data(cfg, tokenizer)
     if accelerator.is_main_process:
-        write_dropped(out / "dropped.jsonl", dropped)
+        write_dropped(rd.dropped, dropped)
 
     # Even full-data runs score (one cheap pass): the plan's order and the report's spectrum use it.
     # With a user's plan, a scores file already there is theirs and is left alone.
     c = cfg.curriculum
-    user_plan = rd.plan.is_file() and not plan_made_by_distill(rd.plan)
     scores = None
-    if not (user_plan and rd.scores.is_file()):
+    if not (user_plan is not None and rd.scores.is_file()):
         with file_lock(rd.scores, what=str(rd.scores)) if accelerator.is_main_process else ExitStack():
             scores = run_scoring(
                 student.to(accelerator.device), examples, rd.scores,
@@ -278,9 +313,8 @@ def _run(cfg: RunConfig, rd: RunDir, accelerator, *, resume: bool, overwrite: bo
                 metric=c.metric, reduction=c.reduction, batch_tokens=c.batch_tokens,
                 overwrite=overwrite, tokenizer=tokenizer, progress=cfg.progress,
             )  # fmt: skip
-    if user_plan:
-        plan = Plan.load(rd.plan)
-        _check_user_plan(cfg, plan, rd.plan)
+    if user_plan is not None:
+        plan = user_plan
         if accelerator.is_main_process:
             print(f"using the plan in {rd.plan} (not made from the scores)", flush=True)
     else:
@@ -327,8 +361,6 @@ def _run(cfg: RunConfig, rd: RunDir, accelerator, *, resume: bool, overwrite: bo
         student = apply_lora(student, cfg.lora)
     if resume and checkpoint is None and accelerator.is_main_process:
         if rd.checkpoints.exists():  # only partial generations: nothing usable
-            import shutil
-
             shutil.rmtree(rd.checkpoints)
         print(f"resuming {out}: no complete checkpoint yet, training from the start", flush=True)
     accelerator.wait_for_everyone()
