@@ -1,8 +1,10 @@
 """`compare` refuses runs that are not comparable, and never prints NaN as a number.
 
 Issue 11 probes: runs evaluated on different data or different --limit values were paired and
-given a Wilcoxon p over unrelated prompts; a NaN metric printed "nan" with exit 0; a malformed
-results.json gave a traceback. Each is now a one-line error (exit 2) that writes nothing.
+given a Wilcoxon p over unrelated prompts (and averages over different subsets); a NaN metric
+printed "nan" with exit 0; a malformed results.json gave a traceback. Different data, no shared
+ids and NaN are one-line errors (exit 2) that write nothing; a different --limit on the same file
+is compared on the ids both runs have, and the table says so.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 
 from spectrumkd import SpectrumKDError
 from spectrumkd.cli import main
-from spectrumkd.evaluate.compare import compare_runs
+from spectrumkd.evaluate.compare import compare_runs, render_markdown
 from spectrumkd.evaluate.results import (
     append_rows,
     finish_results,
@@ -66,16 +68,27 @@ def test_different_data_is_refused(tmp_path, capsys):
     assert not (tmp_path / "c.md").exists()
 
 
-def test_different_limits_are_refused(tmp_path, capsys):
-    a = make_run(tmp_path, "a", limit=6)
-    b = make_run(tmp_path, "b", limit=None)
-    refused(capsys, [a, b, "--out", tmp_path / "c.md"], "different --limit", "a: 6", "b: None")
+def test_a_smaller_limit_is_compared_on_the_shared_ids_only(tmp_path):
+    a = make_run(tmp_path, "a")  # all 6 examples, mean 37.5
+    b = make_run(tmp_path, "b", [s + 1 for s in SCORES[:3]], limit=3)
+    table = compare_runs([a, b])
+    assert table.restricted == {"dolly": 3} and table.n_pairs["b"] == 3
+    assert table.values["a"]["dolly"] == pytest.approx(sum(SCORES[:3]) / 3)  # not 37.5
+    assert table.gain["b"] == pytest.approx(100 * 1 / (sum(SCORES[:3]) / 3))
+    assert "over the 3 ids all runs have" in render_markdown(table)
 
 
-def test_different_prompt_ids_are_refused(tmp_path, capsys):
+def test_no_shared_prompt_ids_is_refused(tmp_path, capsys):
     a = make_run(tmp_path, "a")
     b = make_run(tmp_path, "b", ids=[f"other-{i}" for i in range(len(SCORES))])
-    refused(capsys, [a, b, "--out", tmp_path / "c.md"], "scored different examples")
+    refused(capsys, [a, b, "--out", tmp_path / "c.md"], "scored different examples",
+            "no id in common")
+
+
+def test_different_ids_without_fingerprints_are_refused(tmp_path, capsys):
+    a = make_run(tmp_path, "a", fingerprint=None)
+    b = make_run(tmp_path, "b", SCORES[:3], fingerprint=None)
+    refused(capsys, [a, b, "--out", tmp_path / "c.md"], "no data fingerprints")
 
 
 def test_nan_metric_is_an_error_not_a_printed_nan(tmp_path, capsys):

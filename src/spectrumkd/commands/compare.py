@@ -2,9 +2,10 @@
 
 Prints a Markdown table (per set, average, relative gain over the first run, Wilcoxon p-value of
 per-example scores against the first run) and writes it to ``--out`` (default ``compare.md``)
-plus the table data as JSON beside it. Runs evaluated on different data (fingerprints, ``n``,
-``--limit``, example ids) or with a NaN metric are refused with a one-line error and exit status 2;
-nothing is printed as "nan". Never imports torch.
+plus the table data as JSON beside it. Runs evaluated on different data (``data_fingerprint``),
+with no example id in common, or with a NaN metric are refused with a one-line error and exit
+status 2; nothing is printed as "nan". A set that the runs evaluated with different ``--limit``s
+is compared on the ids all runs have, with a note under the table. Never imports torch.
 """
 
 from __future__ import annotations

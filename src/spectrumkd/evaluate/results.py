@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 
 from spectrumkd import SpectrumKDError, __version__
-from spectrumkd.fileio import read_json
+from spectrumkd.fileio import atomic_write_text, read_json
 from spectrumkd.jsonl import iter_jsonl
 
 PROTOCOL_VERSION = "spectrumkd-eval/1"
@@ -139,11 +139,7 @@ def finish_results(results: dict) -> dict:
 
 def write_results(path: str | os.PathLike, results: dict) -> None:
     """Write ``results`` as pretty JSON, atomically (a temp file then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_results(path: str | os.PathLike) -> dict:
