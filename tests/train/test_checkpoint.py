@@ -247,3 +247,21 @@ def test_nothing_in_src_loads_a_pickle():
 def test_a_fresh_run_refuses_a_directory_with_checkpoints(examples, tokenizer, reference):
     with pytest.raises(SpectrumKDError, match="resume the run"):
         _train(examples, tokenizer, reference["dir"])
+
+
+def test_ctrl_c_during_the_best_save_still_leaves_a_best(examples, tokenizer, tmp_path,
+                                                         monkeypatch, reference):
+    calls = {"saves": 0}
+
+    def ctrl_c(name: str) -> None:
+        calls["saves"] += name == "begin"
+        if name == "export" and calls["saves"] == 4:  # the final save, which makes `best`
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "_stage", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        _train(examples, tokenizer, tmp_path)
+    rd = RunDir(tmp_path)  # the interrupt save (generation 5) took the best's place
+    assert rd.latest_checkpoint().name == "gen-000005"
+    assert rd.is_finished(EPOCHS) and rd.best_checkpoint() == rd.latest_checkpoint()
+    _links_are_sound(tmp_path)

@@ -195,7 +195,10 @@ def train(
         "teacher_weight": cfg.loss.teacher_weight,
     }  # fmt: skip
 
+    saving = {"best": False}  # a best save cut short by Ctrl-C: the interrupt save is the best
+
     def save(*, best: bool = False) -> None:
+        saving["best"] = best
         state.generation += 1
         if best:
             state.best_generation = state.generation
@@ -204,6 +207,7 @@ def train(
             tokenizer=tokenizer, merge=cfg.lora.enabled and cfg.lora.merge_on_save, rank=rank,
             is_main=is_main,
         )  # fmt: skip
+        saving["best"] = False
 
     def micro_loss(batch: dict, ids: list, tau: float, num_tokens: int):
         input_ids = batch["input_ids"].to(accelerator.device)
@@ -336,7 +340,7 @@ def train(
                 save(best=improved or (not validation_examples and state.finished))
     except KeyboardInterrupt:
         if rd is not None and consistent:
-            save()
+            save(best=saving["best"])
             if is_main:
                 print(f"\ninterrupted: resumable state saved to {rd.latest_checkpoint()} "
                       f"(epoch {state.epoch}, step {state.step_in_epoch}); rerun with --resume")
