@@ -1,8 +1,11 @@
 """Read JSON Lines files with errors that name the file and line (stdlib only, no torch).
 
 Scores, metrics, evaluation sets and generations files are all JSON Lines; this is their one
-reader. Blank lines are skipped; ``.gz`` files are read transparently. Writing stays with each
-format's owner, since each has its own flushing and atomic-replace rules.
+reader. Blank lines are skipped; ``.gz`` files are read transparently. Every way a file can be
+bad — missing, not UTF-8, not gzip or cut short (``.gz``), a line that is not JSON or not an
+object — is one :class:`~spectrumkd.SpectrumKDError` naming the file and the line. Writing stays
+with each format's owner, since each has its own flushing and atomic-replace rules
+(:mod:`spectrumkd.fileio` has the shared primitives).
 """
 
 from __future__ import annotations
@@ -10,12 +13,44 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 from spectrumkd import SpectrumKDError
 
-__all__ = ["iter_jsonl"]
+__all__ = ["iter_jsonl", "iter_lines", "parse_line"]
+
+
+_BLANK = object()
+
+
+def _decode(raw: bytes, path: Path, lineno: int):
+    """The JSON value of one line (``_BLANK`` for a blank line), or a one-line error."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpectrumKDError(
+            f"{path}:{lineno}: not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1})"
+        ) from None
+    if not line.strip():
+        return _BLANK
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise SpectrumKDError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise SpectrumKDError(f"{path}:{lineno}: JSON nested too deeply") from None
+
+
+def parse_line(raw: bytes, path: Path, lineno: int) -> dict | None:
+    """One line of a JSON Lines file as an object (``None`` for a blank line), or a clear error."""
+    obj = _decode(raw, path, lineno)
+    if obj is _BLANK:
+        return None
+    if not isinstance(obj, dict):
+        raise SpectrumKDError(f"{path}:{lineno}: expected a JSON object, got {obj!r:.60}")
+    return obj
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
@@ -33,19 +68,34 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     spectrumkd.SpectrumKDError: ...x.jsonl:2: expected a JSON object, got [2]
     """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
+    for lineno, raw in iter_lines(path):
+        obj = parse_line(raw, path, lineno)
+        if obj is not None:
+            yield lineno, obj
+
+
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
+    """``(1-based line number, raw bytes)`` of a text or ``.gz`` file; a missing file, a file that
+    is not gzip and gzip data cut short are one-line errors naming the file and line."""
+    path = Path(path)
+    gz = path.suffix == ".gz"
     try:
-        handle = opener(path, "rt", encoding="utf-8")
+        handle = gzip.open(path, "rb") if gz else open(path, "rb")
     except FileNotFoundError:
         raise SpectrumKDError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise SpectrumKDError(f"{path}: is a directory, expected a JSON Lines file") from None
+    lineno = 0
     with handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+        lines = iter(handle)
+        while True:
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SpectrumKDError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise SpectrumKDError(f"{path}:{lineno}: expected a JSON object, got {obj!r:.60}")
-            yield lineno, obj
+                raw = next(lines)
+            except StopIteration:
+                return
+            except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+                bad = isinstance(exc, gzip.BadGzipFile)
+                what = "not a gzip file" if bad else "gzip data cut short or corrupt"
+                raise SpectrumKDError(f"{path}:{lineno + 1}: {what} ({exc})") from None
+            lineno += 1
+            yield lineno, raw

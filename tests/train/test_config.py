@@ -65,3 +65,55 @@ def test_every_shipped_config_parses_and_starts_with_its_command(path):
     assert first.startswith("# spectrumkd ") and f"configs/{path.name}" in first
     if "distill" in first:
         load_config(path)
+
+
+def _numeric_keys():
+    import dataclasses
+    import typing
+
+    from spectrumkd.train.config import RunConfig
+
+    out = []
+    for section, sect_type in typing.get_type_hints(RunConfig).items():
+        if not dataclasses.is_dataclass(sect_type):
+            kinds = {section: sect_type}
+        else:
+            kinds = {f"{section}.{k}": t for k, t in typing.get_type_hints(sect_type).items()}
+        for key, tp in kinds.items():
+            args = set(typing.get_args(tp)) or {tp}
+            if float in args or list[float] in args:
+                out.append((key, "list" if list[float] in args else "float"))
+            elif int in args and bool not in args:
+                out.append((key, "int"))
+    return out
+
+
+NUMERIC = _numeric_keys()
+
+
+def test_every_numeric_field_is_found():
+    keys = {k for k, _ in NUMERIC}
+    assert {"optim.lr", "loss.ce_weight", "curriculum.tau0", "optim.betas", "seed",
+            "save_every_steps", "curriculum.buckets"} <= keys and len(keys) > 30
+
+
+@pytest.mark.parametrize(("key", "kind"), NUMERIC, ids=[k for k, _ in NUMERIC])
+def test_every_numeric_field_refuses_nan_or_a_negative_value(key, kind):
+    """NaN for floats (lists too), -1 for integers: refused at load, naming the field."""
+    value = {"float": ".nan", "list": "[.nan, 0.5]", "int": "-1"}[kind]
+    with pytest.raises(SpectrumKDError, match=key.split(".")[-1]):
+        load_config(None, [f"{key}={value}"], **BASE)
+    if kind == "float":
+        with pytest.raises(SpectrumKDError, match=key.split(".")[-1]):
+            load_config(None, [f"{key}=.inf"], **BASE)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("optim.lr=.nan", "optim.lr"), ("loss.ce_weight=.nan", "loss.ce_weight"),
+    ("curriculum.tau0=-1", "curriculum.tau0"), ("curriculum.tau0=0", "curriculum.tau0"),
+    ("output_dir=''", "output_dir is empty"), ("curriculum.lambda_a=0.6", "lambda_a"),
+    ("optim.lr=0", "optim.lr"),
+])
+def test_issue_11_config_probes(override, message):
+    with pytest.raises(SpectrumKDError, match=message):
+        load_config(None, [override], **BASE)

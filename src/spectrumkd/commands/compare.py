@@ -2,7 +2,10 @@
 
 Prints a Markdown table (per set, average, relative gain over the first run, Wilcoxon p-value of
 per-example scores against the first run) and writes it to ``--out`` (default ``compare.md``)
-plus the table data as JSON beside it. Never imports torch.
+plus the table data as JSON beside it. Runs evaluated on different data (``data_fingerprint``),
+with no example id in common, or with a NaN metric are refused with a one-line error and exit
+status 2; nothing is printed as "nan". A set that the runs evaluated with different ``--limit``s
+is compared on the ids all runs have, with a note under the table. Never imports torch.
 """
 
 from __future__ import annotations
@@ -21,8 +24,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from spectrumkd import SpectrumKDError
     from spectrumkd.evaluate.compare import compare_runs, render_markdown, write_comparison
 
+    if Path(args.out).is_dir():
+        raise SpectrumKDError(f"--out {args.out}: is a directory; name the Markdown file, e.g. "
+                              f"{Path(args.out) / 'compare.md'}")
     table = compare_runs(args.runs)
     print(render_markdown(table), end="")
     markdown, data = write_comparison(table, args.out)

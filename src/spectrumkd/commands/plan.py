@@ -16,6 +16,16 @@ def _lambda(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _band(text: str) -> tuple[float, float]:
     try:
         low, high = (float(x) for x in text.split(":"))
@@ -46,14 +56,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="build a baseline plan instead of the SpectrumKD window")
     p.add_argument("--static-range", type=_band, default=(0.0, 0.8), metavar="LOW:HIGH",
                    help="static baseline band of the sorted spectrum (default 0.0:0.8)")
-    p.add_argument("--buckets", type=int, default=3, help="TCL buckets (default 3)")
+    p.add_argument("--buckets", type=_positive, default=3, help="TCL buckets (default 3)")
     p.add_argument("--epochs-per-stage", type=int, default=None,
                    help="TCL epochs per stage (default: split the epochs evenly)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from spectrumkd import SpectrumKDError
     from spectrumkd.curriculum import PoorFitWarning, make_plan, read_scores
 
+    if Path(args.out).is_dir():
+        raise SpectrumKDError(f"--out {args.out}: is a directory; name the plan file, e.g. "
+                              f"{Path(args.out) / 'plan.json'}")
     scores = read_scores(args.scores)
     auto = args.lambda_mode == "auto"
     t0 = time.perf_counter()

@@ -1,7 +1,9 @@
 """``spectrumkd score``: data + model → difficulty scores file (DESIGN.md §4) and dropped.jsonl.
 
 Runs under ``torchrun`` / ``accelerate launch`` too: each process scores its share of the batches
-and the main process writes one file. Imports torch and transformers only inside ``run``.
+and the main process writes one file. Imports torch and transformers only inside ``run``. The main
+process holds ``<out>.lock`` while it runs, so a second ``score`` on the same ``--out`` stops with
+a one-line error instead of racing the first; ``--out`` must name a file, not a directory.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 HELP = "Score every training example's difficulty with the untrained student (one forward pass)."
@@ -21,6 +24,16 @@ def _field(text: str) -> tuple[str, str]:
             f"expected KEY=COLUMN with KEY in instruction/input/output/references, got {text!r}"
         )
     return key, value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="difficulty metric (default ce)")
     p.add_argument("--reduction", default="mean", choices=["mean", "sum"],
                    help="per-example reduction over response tokens (default mean)")
-    p.add_argument("--batch-tokens", type=int, default=4096,
+    p.add_argument("--batch-tokens", type=_positive, default=4096,
                    help="padded tokens per batch, rows × longest (default 4096)")
     p.add_argument("--max-prompt-length", type=int, default=256, help="drop longer prompts (256)")
     p.add_argument("--max-length", type=int, default=512, help="drop longer examples (512)")
@@ -76,46 +89,64 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from spectrumkd import SpectrumKDError
+
+    out = Path(args.out)
+    if out.is_dir() or args.out.endswith(os.sep):
+        raise SpectrumKDError(f"--out {args.out}: is a directory; name the scores file, e.g. "
+                              f"{out / 'scores.jsonl'}")
+    rank, local_rank = _init_distributed()
+    try:
+        return _score(args, rank, local_rank)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _score(args: argparse.Namespace, rank: int, local_rank: int) -> int:
+    import torch
+
+    from spectrumkd import SpectrumKDError
     from spectrumkd.data import build_examples, load_records, math_few_shot, write_dropped
+    from spectrumkd.fileio import file_lock
     from spectrumkd.models import cached_gguf_folder, load_model, load_tokenizer
     from spectrumkd.scoring import run_scoring
 
-    rank, local_rank = _init_distributed()
     device = args.device
     if device is None and int(os.environ.get("WORLD_SIZE", "1")) > 1 and torch.cuda.is_available():
         device = f"cuda:{local_rank}"
-    try:
-        spec, gguf_file = args.model, args.gguf_file
-        is_gguf = gguf_file is not None or spec.endswith(".gguf")
-        if is_gguf and not args.no_gguf_cache:
-            path = Path(spec) / gguf_file if gguf_file else Path(spec)
-            if not path.is_file():
-                raise SpectrumKDError(f"GGUF file {path} does not exist")
-            if rank == 0:
-                spec = str(cached_gguf_folder(path))
-            if torch.distributed.is_initialized():
-                box = [spec]
-                torch.distributed.broadcast_object_list(box, src=0)
-                spec = box[0]
-            else:
-                spec = str(cached_gguf_folder(path))
-            gguf_file = None
-        t0 = time.perf_counter()
-        tokenizer = load_tokenizer(spec, gguf_file=gguf_file, trust_remote_code=args.trust_remote_code)
-        model = load_model(spec, gguf_file=gguf_file, dtype=args.dtype, device=device,
-                           trust_remote_code=args.trust_remote_code)
-        t_load = time.perf_counter() - t0
-        records = load_records(args.data, split=args.split, fields=dict(args.field), limit=args.limit)
-        few_shot = []
-        if args.few_shot:
-            if args.template != "math":
-                raise SpectrumKDError("--few-shot goes with --template math")
-            few_shot = math_few_shot(load_records(args.few_shot), args.num_shots)
-        examples, dropped = build_examples(
-            records, tokenizer, template=args.template,
-            max_prompt_length=args.max_prompt_length, max_length=args.max_length, few_shot=few_shot,
-        )
-        out = Path(args.out)
+    spec, gguf_file = args.model, args.gguf_file
+    is_gguf = gguf_file is not None or spec.endswith(".gguf")
+    if is_gguf and not args.no_gguf_cache:
+        path = Path(spec) / gguf_file if gguf_file else Path(spec)
+        if not path.is_file():
+            raise SpectrumKDError(f"GGUF file {path} does not exist")
+        if rank == 0:
+            spec = str(cached_gguf_folder(path))
+        if torch.distributed.is_initialized():
+            box = [spec]
+            torch.distributed.broadcast_object_list(box, src=0)
+            spec = box[0]
+        else:
+            spec = str(cached_gguf_folder(path))
+        gguf_file = None
+    t0 = time.perf_counter()
+    tokenizer = load_tokenizer(spec, gguf_file=gguf_file, trust_remote_code=args.trust_remote_code)
+    model = load_model(spec, gguf_file=gguf_file, dtype=args.dtype, device=device,
+                       trust_remote_code=args.trust_remote_code)
+    t_load = time.perf_counter() - t0
+    records = load_records(args.data, split=args.split, fields=dict(args.field), limit=args.limit)
+    few_shot = []
+    if args.few_shot:
+        if args.template != "math":
+            raise SpectrumKDError("--few-shot goes with --template math")
+        few_shot = math_few_shot(load_records(args.few_shot), args.num_shots)
+    examples, dropped = build_examples(
+        records, tokenizer, template=args.template,
+        max_prompt_length=args.max_prompt_length, max_length=args.max_length, few_shot=few_shot,
+    )
+    out = Path(args.out)
+    # The lock comes just before the first write: bad input above fails without touching --out.
+    with file_lock(out, what=f"scores file {out}") if rank == 0 else nullcontext():
         if rank == 0:
             write_dropped(out.parent / "dropped.jsonl", dropped)
         t1 = time.perf_counter()
@@ -128,14 +159,11 @@ def run(args: argparse.Namespace) -> int:
             tokenizer=tokenizer, max_new_tokens=args.max_new_tokens, progress=not args.no_progress,
         )
         t_score = time.perf_counter() - t1
-        if rank == 0:
-            mean = sum(scores) / len(scores)
-            print(
-                f"scored {len(scores)} examples ({len(dropped)} dropped → {out.parent / 'dropped.jsonl'}) "
-                f"with {args.metric}/{args.reduction}: mean {mean:.4f}, min {min(scores):.4f}, "
-                f"max {max(scores):.4f}; load {t_load:.1f} s, scoring {t_score:.1f} s → {out}"
-            )
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    if rank == 0:
+        mean = sum(scores) / len(scores)
+        print(
+            f"scored {len(scores)} examples ({len(dropped)} dropped → {out.parent / 'dropped.jsonl'}) "
+            f"with {args.metric}/{args.reduction}: mean {mean:.4f}, min {min(scores):.4f}, "
+            f"max {max(scores):.4f}; load {t_load:.1f} s, scoring {t_score:.1f} s → {out}"
+        )
     return 0

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from spectrumkd import SpectrumKDError
 from spectrumkd.curriculum.spectrum import ZONES
+from spectrumkd.fileio import atomic_write_text, read_text
 
 __all__ = ["EpochPlan", "Plan"]
 
@@ -169,26 +168,14 @@ class Plan:
 
     def save(self, path: str | Path) -> Path:
         """Write the plan as JSON atomically; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, separators=(",", ":"))
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        text = json.dumps(self.to_dict(), separators=(",", ":")) + "\n"
+        return atomic_write_text(path, text)
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
         path = Path(path)
         try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise SpectrumKDError(f"{path}: plan file not found") from None
+            obj = json.loads(read_text(path, what="plan file"))  # missing / not UTF-8: one line
         except json.JSONDecodeError as exc:
             raise SpectrumKDError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
         return cls.from_dict(obj, source=str(path))

@@ -60,6 +60,15 @@ def validate_scores(ids: list, scores, *, source: str = "scores") -> np.ndarray:
     if not_finite.any():
         bad = [ids[i] for i in np.flatnonzero(not_finite)]
         raise SpectrumKDError(f"{source}: non-finite (NaN/inf) scores for ids {_preview(bad)}")
+    # Window difficulties are sums of up to N scores: each must stay below max/N to stay finite.
+    limit = np.finfo(np.float64).max / len(arr)
+    huge = np.abs(arr) > limit
+    if huge.any():
+        bad = [ids[i] for i in np.flatnonzero(huge)]
+        raise SpectrumKDError(
+            f"{source}: scores too large to sum (|score| > {limit:.3g} for {len(arr)} examples) "
+            f"for ids {_preview(bad)}"
+        )
     if len(set(ids)) != len(ids):
         dups = [i for i, c in Counter(ids).items() if c > 1]
         raise SpectrumKDError(f"{source}: duplicate ids {_preview(dups)}")

@@ -11,7 +11,6 @@ What it does not do: render templates or tokenize (see ``templates.py`` and ``to
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from spectrumkd import SpectrumKDError
+from spectrumkd.fileio import read_json
+from spectrumkd.jsonl import iter_lines
 
 FIELD_CANDIDATES: dict[str, tuple[str, ...]] = {
     "instruction": ("instruction", "question", "problem", "query"),  # query: MetaMathQA
@@ -111,22 +112,19 @@ def record_from_row(
 
 
 def _read_jsonl(path: Path) -> Iterable[tuple[int, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SpectrumKDError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from exc
+    for lineno, raw in iter_lines(path):  # gzip errors: one line naming the file and line
+        if not raw.strip():
+            continue
+        try:
+            yield lineno, json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise SpectrumKDError(f"{path}:{lineno}: not UTF-8 text (column {exc.start + 1})") from None
+        except json.JSONDecodeError as exc:
+            raise SpectrumKDError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None
 
 
 def _read_json(path: Path) -> Iterable[tuple[int, Any]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SpectrumKDError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+    data = read_json(path, what="data file", expect=object)
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):

@@ -11,12 +11,22 @@ averaged over seeds first; examples paired by set and id). :func:`render_markdow
 When a run's eval folder also holds a ``judge.json`` (written by ``spectrumkd judge``), its
 winning rates (WR, in %) are shown beside each set's metric, with their mean over the sets.
 
+Runs are compared only on like data. A shared set whose ``data_fingerprint`` differs between
+runs is refused (same ids in different files are unrelated prompts). When the fingerprints agree
+but the runs scored different examples (another ``--limit``), the set is compared on the ids every
+run has: its values are recomputed over those ids from the per-example scores (the mean of the
+per-example scores is the set's metric for every suite), the p-values pair only those, and the
+table says so. Runs with no id in common, or whose ids differ without fingerprints to show that
+they come from the same file, are refused. A NaN or infinite metric or per-example score is an
+error too, never printed as a number.
+
 Not here: judging itself (``judge.py``, ``judge_runs.py``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -26,6 +36,7 @@ from spectrumkd import SpectrumKDError
 from spectrumkd.evaluate.judge_runs import JUDGE_FILE, read_judge
 from spectrumkd.evaluate.results import read_results, read_rows_only
 from spectrumkd.evaluate.stats import relative_gain, wilcoxon_p
+from spectrumkd.fileio import atomic_write_text
 
 SET_TITLES = {"dolly": "DollyEval", "self-inst": "SelfInst", "vicuna": "VicunaEval",
               "sinst": "S-NI", "unni": "UnNI", "gsm8k": "GSM8K", "math": "MATH",
@@ -47,6 +58,7 @@ class Comparison:
     n_pairs: dict[str, int]
     wr: dict[str, dict[str, float | None]] = field(default_factory=dict)  # from judge.json
     wr_baseline: dict[str, str] = field(default_factory=dict)  # run -> judged against
+    restricted: dict[str, int] = field(default_factory=dict)  # set -> ids shared by all runs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,9 +82,52 @@ def per_example_scores(results_path: Path, entry: dict) -> dict[str, float]:
         if not file.is_file():
             raise SpectrumKDError(f"{results_path}: generations file {rel} is missing")
         for row in read_rows_only(file):
-            sums[str(row["id"])] += float(row["score"])
+            score = row.get("score")
+            if "id" not in row or not _is_number(score) or not math.isfinite(score):
+                raise SpectrumKDError(
+                    f"{file}: row {row.get('id')!r} has no finite score ({score!r})"
+                )
+            sums[str(row["id"])] += float(score)
             counts[str(row["id"])] += 1
     return {key: sums[key] / counts[key] for key in sums}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_comparable(names: list[str], files: list[Path], loaded: list[dict], shared: list[str],
+                      metrics: dict[str, str]) -> None:
+    """Refuse runs that are not on the same data, or whose metric is not a finite number."""
+    for name, f, results in zip(names, files, loaded):
+        for s, entry in results["sets"].items():
+            value = entry[metrics[s]]
+            if not _is_number(value) or not math.isfinite(value):
+                raise SpectrumKDError(f"{f}: set {s!r} has {metrics[s]} = {value!r}, not a finite "
+                                      f"number (run {name}); re-run its evaluation")
+    for s in shared:
+        found = {name: r["sets"][s].get("data_fingerprint") for name, r in zip(names, loaded)}
+        if None not in found.values() and len(set(found.values())) > 1:
+            raise SpectrumKDError(
+                f"set {s!r} was evaluated on different data (data_fingerprint "
+                f"{', '.join(f'{n}: {v}' for n, v in found.items())}); compare runs evaluated "
+                "on the same set"
+            )
+
+
+def _common_ids(s: str, names: list[str], loaded: list[dict], scores: list[dict]) -> set[str] | None:
+    """The ids of set ``s`` every run scored, or None when all runs scored the same ids."""
+    id_sets = [set(run[s]) for run in scores]
+    if all(ids == id_sets[0] for ids in id_sets):
+        return None
+    common = set.intersection(*id_sets)
+    prints = [r["sets"][s].get("data_fingerprint") for r in loaded]
+    if not common or None in prints:
+        sizes = ", ".join(f"{n}: {len(ids)}" for n, ids in zip(names, id_sets))
+        why = "no id in common" if not common else "no data fingerprints to show the same file"
+        raise SpectrumKDError(f"set {s!r}: the runs scored different examples ({sizes} ids; "
+                              f"{why}); compare runs evaluated on the same examples")
+    return common
 
 
 def _run_name(path: Path, taken: set[str]) -> str:
@@ -103,14 +158,24 @@ def compare_runs(paths: list[str | os.PathLike]) -> Comparison:
             raise SpectrumKDError(f"set {s!r} is scored with different metrics: {sorted(found)}")
         metrics[s] = found.pop()
     shared = [s for s in sets if all(s in r["sets"] for r in loaded)]
+    _check_comparable(names, files, loaded, shared, metrics)
     values = {n: {s: r["sets"][s][metrics[s]] if s in r["sets"] else None for s in sets}
               for n, r in zip(names, loaded)}
+    scores = [{s: per_example_scores(f, r["sets"][s]) for s in shared} for f, r in zip(files, loaded)]
+    restricted: dict[str, int] = {}
+    for s in shared:
+        common = _common_ids(s, names, loaded, scores)
+        if common is None:
+            continue
+        restricted[s] = len(common)
+        for name, run in zip(names, scores):
+            run[s] = {key: run[s][key] for key in run[s] if key in common}
+            values[name][s] = sum(run[s].values()) / len(common)
     average = {n: (sum(values[n][s] for s in shared) / len(shared) if shared else None)
                for n in names}
     base = names[0]
     gain = {n: (relative_gain(average[n], average[base])
                 if average[n] is not None and average[base] is not None else None) for n in names}
-    scores = [{s: per_example_scores(f, r["sets"][s]) for s in shared} for f, r in zip(files, loaded)]
     p_value: dict[str, float | None] = {base: None}
     n_pairs: dict[str, int] = {base: 0}
     for index, name in enumerate(names[1:], start=1):
@@ -131,7 +196,7 @@ def compare_runs(paths: list[str | os.PathLike]) -> Comparison:
             wr_baseline[name] = str(judged.get("baseline", {}).get("path"))
     return Comparison(runs=names, paths=[str(f) for f in files], sets=sets, metrics=metrics,
                       values=values, average=average, gain=gain, p_value=p_value, n_pairs=n_pairs,
-                      wr=wr, wr_baseline=wr_baseline)
+                      wr=wr, wr_baseline=wr_baseline, restricted=restricted)
 
 
 def _fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
@@ -172,6 +237,9 @@ def render_markdown(table: Comparison) -> str:
     lines.append("")
     lines.append(f"Baseline: {table.runs[0]}. Avg. is over sets every run has; p-values pair "
                  "per-example scores (mean over seeds) with the baseline's.")
+    for s, n in table.restricted.items():
+        lines.append(f"{SET_TITLES.get(s, s)}: the runs scored different examples (another "
+                     f"--limit); its values and p-values are over the {n} ids all runs have.")
     for name, against in table.wr_baseline.items():
         lines.append(f"WR of {name}: LLM-judge winning rate (%) against {against} (judge.json).")
     return "\n".join(lines) + "\n"
@@ -180,8 +248,7 @@ def render_markdown(table: Comparison) -> str:
 def write_comparison(table: Comparison, out: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``out`` (Markdown) and the same path with ``.json`` (table data)."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_markdown(table), encoding="utf-8")
     data = out.with_suffix(".json")
-    data.write_text(json.dumps(table.to_dict(), indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out, render_markdown(table))  # a directory is a one-line error
+    atomic_write_text(data, json.dumps(table.to_dict(), indent=2, allow_nan=False) + "\n")
     return out, data

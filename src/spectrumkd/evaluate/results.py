@@ -29,6 +29,7 @@ import os
 from pathlib import Path
 
 from spectrumkd import SpectrumKDError, __version__
+from spectrumkd.fileio import atomic_write_text, read_json
 from spectrumkd.jsonl import iter_jsonl
 
 PROTOCOL_VERSION = "spectrumkd-eval/1"
@@ -68,7 +69,7 @@ def read_generations(path: str | os.PathLike, header: dict) -> list[dict]:
             continue
         try:
             obj = json.loads(raw)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON, or not UTF-8
             if complete:
                 raise SpectrumKDError(f"{path}:{line_no}: corrupt line") from None
             break
@@ -138,26 +139,19 @@ def finish_results(results: dict) -> dict:
 
 def write_results(path: str | os.PathLike, results: dict) -> None:
     """Write ``results`` as pretty JSON, atomically (a temp file then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_results(path: str | os.PathLike) -> dict:
     """Read and check a ``results.json``."""
     path = Path(path)
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise SpectrumKDError(f"{path}: no such file") from exc
-    except json.JSONDecodeError as exc:
-        raise SpectrumKDError(f"{path}: not valid JSON ({exc.msg})") from exc
-    if not isinstance(results, dict) or not isinstance(results.get("sets"), dict):
+    results = read_json(path, what="results file")  # missing, not UTF-8, not JSON: one line
+    if not isinstance(results.get("sets"), dict):
         raise SpectrumKDError(f"{path}: not a spectrumkd results file (no 'sets')")
     for name, entry in results["sets"].items():
-        if "metric" not in entry or entry["metric"] not in entry:
+        if not isinstance(entry, dict):
+            raise SpectrumKDError(f"{path}: set {name!r} is {type(entry).__name__}, not an object")
+        if "metric" not in entry or not isinstance(entry["metric"], str) or entry["metric"] not in entry:
             raise SpectrumKDError(f"{path}: set {name!r} has no main metric value")
     return results
 

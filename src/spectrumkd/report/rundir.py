@@ -1,5 +1,7 @@
 """Read what a report needs from a run directory (DESIGN.md §7) into plain data.
 
+The paths come from :class:`spectrumkd.rundir.RunDir`, the one owner of the layout.
+
 Each file is optional on its own — a scoring-only run has ``scores.jsonl`` but no metrics, an
 evaluation-only folder has ``eval/results.json`` — but a directory with none of them is an error
 that names the directory and the files looked for. Files that are present but malformed raise
@@ -11,7 +13,6 @@ statistics (see :mod:`spectrumkd.evaluate`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ import yaml
 
 from spectrumkd import SpectrumKDError
 from spectrumkd.curriculum import Plan, ScoresFile, read_scores
+from spectrumkd.fileio import read_json, read_text
 from spectrumkd.jsonl import iter_jsonl
+from spectrumkd.rundir import RunDir
 
 #: The run-directory files a report reads, relative to the run directory.
 RUN_FILES: tuple[str, ...] = (
@@ -82,21 +85,11 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     return steps, epochs
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SpectrumKDError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
-    if not isinstance(data, dict):
-        raise SpectrumKDError(f"{path}: expected a JSON object at the top level")
-    return data
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text(path, what="config"))
     except yaml.YAMLError as exc:
-        raise SpectrumKDError(f"{path}: not valid YAML ({exc})") from exc
+        raise SpectrumKDError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -118,17 +111,18 @@ def load_run(path: str | Path, *, name: str | None = None) -> RunData:
         raise SpectrumKDError(
             f"{root}: nothing to report — none of {', '.join(RUN_FILES)} is in this directory"
         )
+    rd = RunDir(root)
     run = RunData(path=root, name=name or root.resolve().name)
-    if (root / "config.yaml").is_file():
-        run.config = _read_yaml(root / "config.yaml")
-    if (root / "scores.jsonl").is_file():
-        run.scores = read_scores(root / "scores.jsonl")
-    if (root / "plan.json").is_file():
-        run.plan = Plan.load(root / "plan.json")
-    if (root / "metrics.jsonl").is_file():
-        run.step_metrics, run.epoch_metrics = read_metrics(root / "metrics.jsonl")
-    if (root / "eval" / "results.json").is_file():
-        run.results = _read_json(root / "eval" / "results.json")
+    if rd.config.is_file():
+        run.config = _read_yaml(rd.config)
+    if rd.scores.is_file():
+        run.scores = read_scores(rd.scores)
+    if rd.plan.is_file():
+        run.plan = Plan.load(rd.plan)
+    if rd.metrics_file.is_file():
+        run.step_metrics, run.epoch_metrics = read_metrics(rd.metrics_file)
+    if rd.results.is_file():
+        run.results = read_json(rd.results, what="results file")
     return run
 
 

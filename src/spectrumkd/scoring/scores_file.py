@@ -6,7 +6,9 @@ JSON Lines: a header ``{"spectrumkd": "scores", "metric", "reduction", "model",
 going, rows are appended in processing order and flushed per batch, so an interruption leaves a
 valid partial file; a complete run rewrites the file atomically in dataset order. A file is reused
 or resumed only when every header field except ``model``, ``created`` and ``version`` matches.
-A torn last line (a crash mid-write) is ignored and cut off on resume.
+A torn last line (a crash mid-write) is ignored and cut off on resume. Bytes that are not UTF-8,
+lines that are not JSON and rows without ``id``/``score`` are one-line errors naming file and line.
+Writers of one scores file take its lock (:func:`spectrumkd.fileio.file_lock`) for the run.
 
 Reading for the curriculum is :func:`spectrumkd.curriculum.read_scores`; this module never writes NaN.
 """
@@ -16,11 +18,12 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from spectrumkd import SpectrumKDError, __version__
+from spectrumkd.fileio import atomic_write_text
+from spectrumkd.jsonl import parse_line
 
 IGNORED_KEYS = ("model", "created", "version")
 
@@ -74,10 +77,11 @@ def read_partial(path: str | Path) -> tuple[dict | None, dict, bool]:
     ``torn`` is True when the last line was cut off mid-write (it is then ignored).
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
+    if path.is_dir():
+        raise SpectrumKDError(f"{path}: is a directory, expected a scores file")
+    lines = path.read_bytes().split(b"\n")
     torn = False
-    if lines and lines[-1] == "":
+    if lines and lines[-1] == b"":
         lines.pop()
     elif lines:  # no newline at the end: the last write did not finish
         lines.pop()
@@ -85,16 +89,13 @@ def read_partial(path: str | Path) -> tuple[dict | None, dict, bool]:
     header: dict | None = None
     scores: dict = {}
     for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
+        obj = parse_line(line, path, lineno)
+        if obj is None:
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SpectrumKDError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-        if lineno == 1 and isinstance(obj, dict) and obj.get("spectrumkd") == "scores":
+        if lineno == 1 and obj.get("spectrumkd") == "scores":
             header = obj
             continue
-        if not isinstance(obj, dict) or "id" not in obj or "score" not in obj:
+        if "id" not in obj or "score" not in obj:
             raise SpectrumKDError(f"{path}:{lineno}: expected {{'id': ..., 'score': ...}}")
         scores[obj["id"]] = obj["score"]
     return header, scores, torn
@@ -108,12 +109,8 @@ class ScoresWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if header is not None:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(json.dumps(header) + "\n")
-                for rid, score in (keep or {}).items():
-                    fh.write(_row(rid, score))
-            os.replace(tmp, self.path)
+            rows = "".join(_row(rid, score) for rid, score in (keep or {}).items())
+            atomic_write_text(self.path, json.dumps(header) + "\n" + rows)
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def append(self, ids: Sequence, scores: Sequence[float]) -> None:
@@ -132,10 +129,5 @@ def _row(rid, score: float) -> str:
 
 def write_complete(path: str | Path, header: dict, ids: Sequence, scores: Sequence[float]) -> Path:
     """Write the whole file in dataset order, atomically (temporary file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(header) + "\n")
-        fh.write("".join(_row(rid, s) for rid, s in zip(ids, scores, strict=True)))
-    os.replace(tmp, path)
-    return path
+    rows = "".join(_row(rid, s) for rid, s in zip(ids, scores, strict=True))
+    return atomic_write_text(path, json.dumps(header) + "\n" + rows)

@@ -1,26 +1,34 @@
-"""Checkpoints that resume exactly: weights, optimizer, scheduler, RNG states, position, plan.
+"""Checkpoints that resume exactly and load no pickles: weights, optimizer, RNG, position, plan.
 
-A checkpoint folder (``checkpoints/last`` or ``checkpoints/best``) holds
+A checkpoint is one *generation* of the run directory (:mod:`spectrumkd.rundir`,
+``checkpoints/gen-N``; ``checkpoints/last`` and ``checkpoints/best`` are links to generations).
+It holds
 
 - ``trainable.safetensors``: every trainable parameter (all weights for full fine-tuning, the
   LoRA adapter weights otherwise), the resume source of truth;
-- ``state.pt``: optimizer and scheduler state, :class:`TrainState` (epoch, step, best score);
-- ``rng-<rank>.pt``: Python, numpy and torch (CPU and CUDA) RNG states of each process;
+- ``state.pt``: optimizer and scheduler state dicts, written with ``torch.save`` and read back
+  with ``torch.load(weights_only=True)`` (tensors and plain containers only; no code runs);
+- ``train_state.json``: :class:`TrainState` (epoch, step, generation, best generation, ...);
+- ``rng-<rank>.json`` (Python and numpy RNG states as plain numbers) and
+  ``rng-<rank>.safetensors`` (torch CPU and CUDA generator states as uint8 tensors);
 - ``plan.json``: the plan the run follows;
 - ``model/``: ``save_pretrained`` of the student (the adapter under LoRA) and the tokenizer, for
-  people who only want the model (:func:`export_model`; ``merged/`` beside it under LoRA).
+  people who only want the model (``merged/`` beside it under LoRA);
+- ``COMMITTED``: written last (:func:`spectrumkd.rundir.commit_generation`).
 
-Folders are written to ``<name>.tmp`` and renamed, so an interrupted save never leaves a
-half-written ``last``. Position semantics: ``TrainState`` records optimizer steps *completed*;
-resuming replays the epoch's deterministic order from the next step, so the losses equal an
-uninterrupted run. This module does not decide when to save (:mod:`spectrumkd.train.loop` does).
+Write order: ``gen-N.tmp`` → every file → fsync → marker → rename to ``gen-N`` → move ``last``
+(and ``best``) → remove older generations. :func:`_stage` is called after each step; the kill
+tests replace it to die there. Position semantics: ``TrainState`` records optimizer steps
+*completed*; resuming replays the epoch's deterministic order from the next step, so the losses
+equal an uninterrupted run, also from a mid-epoch checkpoint (``save_every_steps``).
+This module does not decide when to save (:mod:`spectrumkd.train.loop` does).
 """
 
 from __future__ import annotations
 
+import json
 import random
-import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +36,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from spectrumkd import SpectrumKDError
+from spectrumkd.fileio import read_json
+from spectrumkd.rundir import STATE_FILE, RunDir, begin_generation, commit_generation
 
 __all__ = ["TrainState", "export_model", "load_checkpoint", "rng_state", "save_checkpoint",
            "set_rng_state"]
@@ -36,7 +46,11 @@ __all__ = ["TrainState", "export_model", "load_checkpoint", "rng_state", "save_c
 @dataclass
 class TrainState:
     """Where training stands: ``epoch`` (1-based) is the epoch in progress, ``step_in_epoch``
-    the optimizer steps of it already done, ``global_step`` all optimizer steps done."""
+    the optimizer steps of it already done, ``global_step`` all optimizer steps done.
+
+    ``generation`` is the checkpoint generation this state was saved as; ``best_generation`` the
+    one holding the best model so far; ``epoch_loss_sum`` the sum of this epoch's step losses
+    (so the epoch line of a resumed epoch is the uninterrupted one)."""
 
     epoch: int = 1
     step_in_epoch: int = 0
@@ -44,26 +58,54 @@ class TrainState:
     best_score: float | None = None
     best_epoch: int | None = None
     finished: bool = False
+    generation: int = 0
+    best_generation: int | None = None
+    epoch_loss_sum: float = 0.0
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str) -> TrainState:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise SpectrumKDError(f"{source}: unknown train-state fields {unknown}")
+        return cls(**data)
 
 
-def rng_state() -> dict:
-    """Every RNG the loop touches (dropout, sampling): Python, numpy, torch CPU and CUDA."""
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
+def _stage(name: str) -> None:
+    """Called after each step of a checkpoint write (a seam for the kill tests; does nothing)."""
+
+
+def rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
+    """Every RNG the loop touches, as ``(plain JSON numbers, uint8 tensors)``.
+
+    Python's Mersenne Twister and numpy's legacy global state are lists of integers; torch's
+    CPU and CUDA generator states are uint8 tensors (for safetensors).
+    """
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    plain = {
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss},
+        "numpy": {"name": name, "keys": keys.tolist(), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
     }
+    tensors = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = s
+    return plain, tensors
 
 
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def set_rng_state(plain: dict, tensors: dict[str, torch.Tensor]) -> None:
+    py = plain["python"]
+    random.setstate((int(py["version"]), tuple(int(x) for x in py["state"]), py["gauss_next"]))
+    npy = plain["numpy"]
+    np.random.set_state((str(npy["name"]), np.asarray(npy["keys"], dtype=np.uint32),
+                         int(npy["pos"]), int(npy["has_gauss"]), float(npy["cached_gaussian"])))
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")),
+                                       key=lambda k: int(k.split(".")[1]))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def _trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -87,7 +129,7 @@ def export_model(model: torch.nn.Module, folder: Path, *, tokenizer=None, merge:
 
 
 def save_checkpoint(
-    folder: str | Path,
+    run_dir: str | Path,
     *,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -100,35 +142,41 @@ def save_checkpoint(
     rank: int = 0,
     is_main: bool = True,
 ) -> Path:
-    """Write a resumable checkpoint to ``folder`` (atomically replaced). ``model`` is unwrapped.
+    """Write ``state`` as generation ``state.generation`` of ``run_dir`` and move the links.
 
-    Every process calls it: each writes its own RNG file, the main process the rest.
+    ``model`` is unwrapped. Every process calls it: each writes its own RNG files, the main
+    process the rest. ``state.best_generation`` must already say where the best model is (this
+    generation when it is the new best). Returns the generation folder.
     """
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
+    rd = RunDir(run_dir)
+    tmp = rd.checkpoints / (f"gen-{state.generation:06d}.tmp")
     if is_main:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        tmp = begin_generation(rd.checkpoints, state.generation, stage=_stage)
         save_file(_trainable(model), str(tmp / "trainable.safetensors"))
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "train_state": asdict(state)},
-            tmp / "state.pt",
-        )
+        _stage("weights")
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                   tmp / "state.pt")
+        _stage("optimizer")
+        (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=1) + "\n", encoding="utf-8")
+        _stage("state")
         if plan is not None:
             plan.save(tmp / "plan.json")
+            _stage("plan")
         if export:
             export_model(model, tmp / "model", tokenizer=tokenizer, merge=merge)
+            _stage("export")
     _barrier()
-    torch.save(rng_state(), tmp / f"rng-{rank}.pt")
+    plain, tensors = rng_state()
+    (tmp / f"rng-{rank}.json").write_text(json.dumps(plain), encoding="utf-8")
+    save_file(tensors, str(tmp / f"rng-{rank}.safetensors"))
+    _stage("rng")
     _barrier()
+    final = tmp.with_name(tmp.name[: -len(".tmp")])
     if is_main:
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
+        final = commit_generation(tmp, stage=_stage)
+        rd.repair_links(stage=_stage)
     _barrier()
-    return folder
+    return final
 
 
 def _barrier() -> None:
@@ -146,10 +194,16 @@ def load_checkpoint(
     rank: int = 0,
     restore_rng: bool = True,
 ) -> TrainState:
-    """Restore weights (in place), optimizer, scheduler and this process's RNG; return the state."""
+    """Restore weights (in place), optimizer, scheduler and this process's RNG; return the state.
+
+    Nothing here unpickles arbitrary objects: safetensors, JSON, and ``torch.load`` with
+    ``weights_only=True`` (a tampered ``state.pt`` is refused, not run).
+    """
     folder = Path(folder)
-    if not (folder / "state.pt").is_file() or not (folder / "trainable.safetensors").is_file():
-        raise SpectrumKDError(f"{folder}: not a spectrumkd checkpoint (state.pt or trainable.safetensors missing)")
+    needed = ("trainable.safetensors", "state.pt", STATE_FILE)
+    missing = [n for n in needed if not (folder / n).is_file()]
+    if missing:
+        raise SpectrumKDError(f"{folder}: not a spectrumkd checkpoint ({', '.join(missing)} missing)")
     saved = load_file(str(folder / "trainable.safetensors"))
     params = dict(model.named_parameters())
     expected = {n for n, p in params.items() if p.requires_grad}
@@ -163,12 +217,19 @@ def load_checkpoint(
     with torch.no_grad():
         for name, tensor in saved.items():
             params[name].copy_(tensor)
-    blob = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
+    try:
+        blob = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # the safe unpickler refuses anything but tensors and containers
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpectrumKDError(
+            f"{folder / 'state.pt'}: refused to load (not plain optimizer state: {first[:160]})"
+        ) from None
     if optimizer is not None:
         optimizer.load_state_dict(blob["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(blob["scheduler"])
-    rng_file = folder / f"rng-{rank}.pt"
-    if restore_rng and rng_file.is_file():
-        set_rng_state(torch.load(rng_file, weights_only=False))
-    return TrainState(**blob["train_state"])
+    if restore_rng and (folder / f"rng-{rank}.json").is_file():
+        plain = read_json(folder / f"rng-{rank}.json", what="RNG state")
+        set_rng_state(plain, load_file(str(folder / f"rng-{rank}.safetensors")))
+    return TrainState.from_dict(read_json(folder / STATE_FILE, what="train state"),
+                                source=str(folder / STATE_FILE))

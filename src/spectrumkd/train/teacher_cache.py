@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from spectrumkd import SpectrumKDError
+from spectrumkd.fileio import read_json
 
 __all__ = ["FINGERPRINT_KEYS", "TeacherCache", "response_positions", "write_teacher_cache"]
 
@@ -72,7 +73,7 @@ class TeacherCache:
         index = folder / _INDEX
         if not index.is_file():
             raise SpectrumKDError(f"{folder}: no teacher cache here ({_INDEX} is missing)")
-        header = json.loads(index.read_text(encoding="utf-8"))
+        header = read_json(index, what="teacher cache index")
         if header.get("spectrumkd") != "teacher_cache":
             raise SpectrumKDError(f"{index}: not a spectrumkd teacher cache")
         ids = np.load(folder / _IDS, mmap_mode="r")
