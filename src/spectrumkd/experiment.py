@@ -39,6 +39,7 @@ from pathlib import Path
 import yaml
 
 from spectrumkd import SpectrumKDError
+from spectrumkd.rundir import RunDir
 
 __all__ = ["ExperimentConfig", "EvalSection", "load_experiment", "run_experiment", "summarize"]
 
@@ -172,15 +173,6 @@ def _log(message: str) -> None:
     print(f"experiment: {message}", flush=True)
 
 
-def _run_finished(run_dir: Path, epochs: int) -> bool:
-    from spectrumkd.jsonl import iter_jsonl
-
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return False
-    return any(r.get("epoch") == epochs and "subset_size" in r for _, r in iter_jsonl(path))
-
-
 def _eval_done(eval_dir: Path, n_seeds: int) -> bool:
     from spectrumkd.evaluate.results import read_results
 
@@ -206,28 +198,23 @@ def _planned_steps(cfg, run_dir: Path) -> int | None:
     from spectrumkd.curriculum import Plan
     from spectrumkd.train.loop import plan_steps, step_size
 
-    plan_path = run_dir / "plan.json"
+    plan_path = RunDir(run_dir).plan
     if not plan_path.is_file():
         return None
     return sum(plan_steps(Plan.load(plan_path), step_size(cfg, 1)))
 
 
 def _real_steps(run_dir: Path) -> int | None:
-    from spectrumkd.jsonl import iter_jsonl
-
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    steps = [r["step"] for _, r in iter_jsonl(path) if isinstance(r.get("step"), int)]
-    return max(steps) if steps else None
+    """Optimizer steps the run really took (its newest checkpoint's count)."""
+    state = RunDir(run_dir).checkpoint_state()
+    return int(state["global_step"]) if state is not None else None
 
 
 def _best_model(run_dir: Path) -> Path:
-    for sub in ("best", "last"):
-        folder = run_dir / "checkpoints" / sub / "model"
-        if (folder / "config.json").is_file():
-            return folder
-    raise SpectrumKDError(f"{run_dir}: no best or last checkpoint model to evaluate")
+    best = RunDir(run_dir).best_model_dir
+    if best is None:
+        raise SpectrumKDError(f"{run_dir}: no best checkpoint model to evaluate")
+    return best
 
 
 def _share_scores(src: Path | None, run_dir: Path) -> None:
@@ -283,11 +270,11 @@ def run_experiment(config_path: str | Path, out_dir: str | Path,
             cfg.output_dir = str(run_dir)
             if cfg.teacher_cache.enabled and use_shared_cache and cfg.teacher_cache.dir is None:
                 cfg.teacher_cache.dir = str(shared_cache)
-            if _run_finished(run_dir, cfg.curriculum.epochs):
+            if RunDir(run_dir).is_finished(cfg.curriculum.epochs):
                 _log(f"{name} seed {seed}: finished run, kept")
             else:
                 _share_scores(first_run, run_dir)
-                resume = (run_dir / "checkpoints" / "last").is_dir()
+                resume = RunDir(run_dir).config.is_file()  # started before: continue it
                 _log(f"{name} seed {seed}: {'resuming' if resume else 'training'} "
                      f"({cfg.curriculum.kind}, {cfg.curriculum.epochs} epochs) → {run_dir}")
                 distill(cfg, resume=resume)
@@ -438,7 +425,7 @@ def render_markdown(results: dict) -> str:
     if "teacher" in refs:
         lines.append(f"| teacher | {_fmt(refs['teacher']['rougeL_mean'])} | | | | | |")
     e = results["eval"]
-    lines += ["", f"DollyEval ROUGE-L ({e['data']}, first {e['limit']} prompts, generation seeds "
+    lines += ["", f"ROUGE-L on {e['data']} (first {e['limit']} prompts, generation seeds "
               f"{e['seeds']}, sampling at T = 1, at most {e['max_new_tokens']} new tokens); "
               f"training seeds {results['train_seeds']}. {results['test']}."]
     if results.get("step_budget_mismatch"):
@@ -448,17 +435,17 @@ def render_markdown(results: dict) -> str:
 
 def write_results(out: Path, results: dict) -> None:
     """results.json, results.md, per_prompt.jsonl and the figure (when matplotlib is present)."""
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out / "results.json")
-    (out / "results.md").write_text(render_markdown(results), encoding="utf-8")
+    from spectrumkd.fileio import atomic_write_text
+
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out / "results.md", render_markdown(results))
     rows = []
     for name in results["arms"]:
         for seed in results["arms"][name]["seeds"]:
             for (gen_seed, pid), score in sorted(_scores(out / "runs" / name / f"seed{seed}" / "eval").items()):
                 rows.append({"arm": name, "train_seed": seed, "gen_seed": gen_seed, "id": pid,
                              "rougeL": round(score, 4)})
-    (out / "per_prompt.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    atomic_write_text(out / "per_prompt.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:  # the plot extra: no figure without it
