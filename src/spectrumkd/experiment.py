@@ -5,8 +5,10 @@ teacher and student are filled in here), ``experiment`` holds :class:`Experiment
 student to build (:mod:`spectrumkd.train.student`, cached), the arms (each a set of dotted
 overrides of ``run``: any curriculum kind, direction, step, λ, τ ...), the training seeds, the
 baseline arm and the evaluation protocol. For every seed and arm it runs an ordinary ``distill``
-run directory under ``OUT/runs/{arm}/seed{seed}/`` and evaluates its ``best`` checkpoint with the
-MiniLLM protocol (sampling at T = 1 over several generation seeds, ROUGE-L) into its ``eval/``;
+run directory under ``OUT/runs/{arm}/seed{seed}/`` and evaluates its ``best`` checkpoint (or, with
+``experiment.eval.checkpoint=last``, its last one, into ``eval-last/`` and ``results-last.*``:
+checkpoint selection on a small validation set is noisy, and the last checkpoint is the one at
+exactly equal steps) with the MiniLLM protocol (sampling at T = 1 over several generation seeds, ROUGE-L) into its ``eval/``;
 the student before training and the teacher are evaluated once under ``OUT/references/``.
 
 Equal budgets by construction (the paper's 20:25 rule, §4): a SpectrumKD epoch trains on the
@@ -46,6 +48,7 @@ __all__ = ["ExperimentConfig", "EvalSection", "load_experiment", "run_experiment
 PAPER_EPOCH_RATIO = 0.8  # §4: 20 epochs of full data vs 25 of SpectrumKD at λa = λb = 0.1
 NO_WINDOW_KINDS = ("none", "full")
 REFERENCES = ("before", "teacher")
+CHECKPOINTS = ("best", "last")
 
 
 @dataclass
@@ -57,8 +60,19 @@ class EvalSection:
     seeds: list[int] = field(default_factory=lambda: [10, 20, 30])
     max_new_tokens: int | None = 64
     batch_size: int = 16
+    checkpoint: str = "best"
+    """Which checkpoint of each run is evaluated: ``best`` (by validation) or ``last``. ``last``
+    results go to ``eval-last/`` and ``results-last.*`` beside the ``best`` ones."""
+
+    @property
+    def suffix(self) -> str:
+        """``""`` for the best checkpoint, ``"-last"`` for the last: eval folder and result names."""
+        return "" if self.checkpoint == "best" else f"-{self.checkpoint}"
 
     def __post_init__(self) -> None:
+        if self.checkpoint not in CHECKPOINTS:
+            raise SpectrumKDError(f"experiment.eval.checkpoint must be one of {CHECKPOINTS}, "
+                                  f"got {self.checkpoint!r}")
         if not self.seeds:
             raise SpectrumKDError("experiment.eval.seeds must not be empty")
         if self.limit is not None and self.limit < 1:
@@ -210,11 +224,20 @@ def _real_steps(run_dir: Path) -> int | None:
     return int(state["global_step"]) if state is not None else None
 
 
-def _best_model(run_dir: Path) -> Path:
-    best = RunDir(run_dir).best_model_dir
-    if best is None:
-        raise SpectrumKDError(f"{run_dir}: no best checkpoint model to evaluate")
-    return best
+def _checkpoint_model(run_dir: Path, which: str) -> Path:
+    rd = RunDir(run_dir)
+    if which == "best":
+        folder = rd.best_model_dir
+    else:
+        latest = rd.latest_checkpoint()
+        folder = latest / "model" if latest is not None else None
+    if folder is None or not folder.is_dir():
+        raise SpectrumKDError(f"{run_dir}: no {which} checkpoint model to evaluate")
+    return folder
+
+
+def _eval_dir(run_dir: Path, exp: ExperimentConfig) -> Path:
+    return run_dir / f"eval{exp.eval.suffix}"
 
 
 def _share_scores(src: Path | None, run_dir: Path) -> None:
@@ -279,7 +302,7 @@ def run_experiment(config_path: str | Path, out_dir: str | Path,
                      f"({cfg.curriculum.kind}, {cfg.curriculum.epochs} epochs) → {run_dir}")
                 distill(cfg, resume=resume)
             first_run = first_run or run_dir
-            _evaluate(_best_model(run_dir), run_dir / "eval", exp)
+            _evaluate(_checkpoint_model(run_dir, exp.eval.checkpoint), _eval_dir(run_dir, exp), exp)
             save_config(cfg, run_dir / "arm.yaml")
             write_results(out, summarize(out, exp, arms))
 
@@ -292,7 +315,8 @@ def run_experiment(config_path: str | Path, out_dir: str | Path,
     results = summarize(out, exp, arms)
     results["seconds_this_call"] = round(time.perf_counter() - t0, 1)
     write_results(out, results)
-    _log(f"finished in {(time.perf_counter() - t0) / 60:.1f} min; {out / 'results.md'}")
+    _log(f"finished in {(time.perf_counter() - t0) / 60:.1f} min; "
+         f"{out / f'results{exp.eval.suffix}.md'}")
     return results
 
 
@@ -332,7 +356,8 @@ def summarize(out: str | Path, exp: ExperimentConfig, arms: dict) -> dict:
         per_run[name], steps[name] = {}, {"planned": [], "real": []}
         for seed in exp.seeds:
             run_dir = out / "runs" / name / f"seed{seed}"
-            scores = _scores(run_dir / "eval") if _eval_done(run_dir / "eval", len(exp.eval.seeds)) else None
+            eval_dir = _eval_dir(run_dir, exp)
+            scores = _scores(eval_dir) if _eval_done(eval_dir, len(exp.eval.seeds)) else None
             if scores is not None:
                 per_run[name][seed] = scores
                 steps[name]["planned"].append(_planned_steps(arms[name], run_dir))
@@ -364,6 +389,7 @@ def summarize(out: str | Path, exp: ExperimentConfig, arms: dict) -> dict:
     mismatched = sorted({n for n, r in table.items() if _steps_differ(r, table[exp.baseline])})
     return {"spectrumkd": "experiment", "baseline": exp.baseline, "arms": table,
             "references": refs, "eval": asdict(exp.eval), "train_seeds": exp.seeds,
+            "checkpoint": exp.eval.checkpoint,
             "step_budget_mismatch": mismatched,
             "test": "two-sided Wilcoxon signed-rank; p_vs_baseline over (train seed, generation "
                     "seed, prompt) pairs; p_prompts_vs_baseline over prompts, each averaged over "
@@ -425,7 +451,8 @@ def render_markdown(results: dict) -> str:
     if "teacher" in refs:
         lines.append(f"| teacher | {_fmt(refs['teacher']['rougeL_mean'])} | | | | | |")
     e = results["eval"]
-    lines += ["", f"ROUGE-L on {e['data']} (first {e['limit']} prompts, generation seeds "
+    lines += ["", f"ROUGE-L of each run's {results.get('checkpoint', 'best')} checkpoint on "
+              f"{e['data']} (first {e['limit']} prompts, generation seeds "
               f"{e['seeds']}, sampling at T = 1, at most {e['max_new_tokens']} new tokens); "
               f"training seeds {results['train_seeds']}. {results['test']}."]
     if results.get("step_budget_mismatch"):
@@ -437,15 +464,17 @@ def write_results(out: Path, results: dict) -> None:
     """results.json, results.md, per_prompt.jsonl and the figure (when matplotlib is present)."""
     from spectrumkd.fileio import atomic_write_text
 
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    atomic_write_text(out / "results.md", render_markdown(results))
+    suffix = "" if results["checkpoint"] == "best" else f"-{results['checkpoint']}"
+    atomic_write_text(out / f"results{suffix}.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out / f"results{suffix}.md", render_markdown(results))
     rows = []
     for name in results["arms"]:
         for seed in results["arms"][name]["seeds"]:
-            for (gen_seed, pid), score in sorted(_scores(out / "runs" / name / f"seed{seed}" / "eval").items()):
+            run_eval = out / "runs" / name / f"seed{seed}" / f"eval{suffix}"
+            for (gen_seed, pid), score in sorted(_scores(run_eval).items()):
                 rows.append({"arm": name, "train_seed": seed, "gen_seed": gen_seed, "id": pid,
                              "rougeL": round(score, 4)})
-    atomic_write_text(out / "per_prompt.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(out / f"per_prompt{suffix}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:  # the plot extra: no figure without it
@@ -453,4 +482,4 @@ def write_results(out: Path, results: dict) -> None:
     from spectrumkd.report.figures import results_figure
 
     (out / "figures").mkdir(exist_ok=True)
-    results_figure(results).savefig(out / "figures" / "results.png", dpi=150)
+    results_figure(results).savefig(out / "figures" / f"results{suffix}.png", dpi=150)

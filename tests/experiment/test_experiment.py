@@ -92,3 +92,11 @@ def test_experiment_runs_compares_and_resumes(tmp_path, capsys):
     assert "finished run, kept" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     assert again["arms"] == results["arms"]
+
+    # the same runs, their last checkpoints: evaluated beside the best ones, nothing retrained
+    last = run_experiment(_write(tmp_path), out, ["experiment.eval.checkpoint=last"])
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert last["checkpoint"] == "last" and (out / "results-last.json").is_file()
+    assert (out / "runs" / "full" / "seed0" / "eval-last" / "results.json").is_file()
+    assert json.loads((out / "results.json").read_text())["checkpoint"] == "best"
+    assert "last checkpoint" in (out / "results-last.md").read_text()
