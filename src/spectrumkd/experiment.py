@@ -266,7 +266,7 @@ def run_experiment(config_path: str | Path, out_dir: str | Path,
     exp, base, arms = load_experiment(config_path, overrides)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "experiment.yaml").write_text(
+    (out / f"experiment{exp.eval.suffix}.yaml").write_text(
         yaml.safe_dump({"experiment": asdict(exp), "run_base": asdict(base),
                         "arms": {n: asdict(c) for n, c in arms.items()}}, sort_keys=False),
         encoding="utf-8")
