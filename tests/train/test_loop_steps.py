@@ -82,3 +82,35 @@ def test_train_reads_as_named_steps_without_closures():
     nested = [f"{outer.name}.{inner.name}" for outer in funcs.values() for inner in ast.walk(outer)
               if inner is not outer and isinstance(inner, (ast.FunctionDef, ast.Lambda))]
     assert not nested
+
+
+def test_distill_with_the_teacher_cache_trains_without_the_teacher_in_memory(tmp_path, monkeypatch):
+    import gc
+    import weakref
+
+    from spectrumkd.train import loop, pipeline
+
+    seen = {}
+    load = pipeline.load_run_models
+
+    def remember_teacher(cfg, **kw):
+        tokenizer, student, teacher = load(cfg, **kw)
+        seen["teacher"] = weakref.ref(teacher)
+        return tokenizer, student, teacher
+
+    def check_then_train(*args, **kw):
+        gc.collect()
+        seen["alive_in_training"] = seen["teacher"]() is not None
+        return train(*args, **kw)
+
+    monkeypatch.setattr(pipeline, "load_run_models", remember_teacher)
+    monkeypatch.setattr(loop, "train", check_then_train)
+    cfg = make_cfg(
+        teacher={"spec": "tiny-random:llama?layers=1&hidden=32&seed=2"},
+        student={"spec": "tiny-random:llama?layers=1&hidden=32&seed=1"},
+        data={"source": "spectrumkd:dolly/train.jsonl", "limit": 6, "max_length": 256},
+        curriculum={"kind": "full", "epochs": 1, "batch_tokens": 2048},
+        teacher_cache={"enabled": True, "k": 8}, output_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    result = pipeline.distill(cfg)
+    assert result.losses and seen["alive_in_training"] is False
