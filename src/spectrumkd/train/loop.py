@@ -282,7 +282,8 @@ def prepare(sections: LoopConfig, *, student, tokenizer, examples, plan, teacher
                           total_steps=sum(steps_per_epoch), done=state.global_step)
     return Loop(
         sections=sections, accelerator=accelerator, trainable=trainable, tokenizer=tokenizer,
-        collate=Collator(tokenizer.pad_token_id), vocab=len(tokenizer), examples=examples, plan=plan, index=index, teacher=teacher, teacher_cache=teacher_cache,
+        collate=Collator(tokenizer.pad_token_id), vocab=len(tokenizer), examples=examples,
+        plan=plan, index=index, teacher=teacher, teacher_cache=teacher_cache,
         validation_examples=validation_examples or [], run_dir=rd, state=state,
         result=TrainResult(state=state), metrics=metrics, bar=bar,
         steps_per_epoch=steps_per_epoch, per_step=per_step, on_step=on_step,
