@@ -57,7 +57,7 @@ from torch.utils.data import Sampler
 from transformers import TrainerCallback
 
 from spectrumkd import SpectrumKDError
-from spectrumkd.train.sampler import epoch_order, plan_index
+from spectrumkd.train.sampler import check_epoch, epoch_order, plan_index
 
 __all__ = [
     "AppliedEpoch",
@@ -133,11 +133,7 @@ class CurriculumSampler(Sampler[int]):
         self.epoch = epoch
 
     def _check_range(self, epoch: int) -> None:
-        if not 0 <= epoch < self.plan.num_epochs:
-            raise SpectrumKDError(
-                f"set_epoch({epoch}): the plan has {self.plan.num_epochs} epochs "
-                f"(0..{self.plan.num_epochs - 1}); set num_train_epochs to the plan's epochs"
-            )
+        check_epoch(self.plan, epoch, hint="; set num_train_epochs to the plan's epochs")
 
     @property
     def temperature(self) -> float:

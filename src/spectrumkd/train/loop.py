@@ -1,4 +1,4 @@
-"""The training loop: one readable function on ``accelerate``, driven by the curriculum plan.
+"""The training loop on ``accelerate``, driven by the curriculum plan, in named steps.
 
 For each plan epoch: take its ids and τ, shuffle them with a generator seeded by ``seed + epoch``
 (:func:`spectrumkd.train.sampler.epoch_order`), cut the order into optimizer steps of
@@ -27,6 +27,12 @@ generation (printing which), cuts ``metrics.jsonl`` back to its step, and gives 
 as an uninterrupted run.
 Mixed precision (bf16 on a GPU that supports it) comes from ``accelerate``; CPUs stay fp32.
 
+The code reads top-down: :func:`run_loop` = :func:`prepare` → for each epoch :func:`run_epoch`
+(→ for each step :func:`train_step`, then :func:`after_step`) → :func:`end_epoch`. The steps take
+the config sections they read (:class:`LoopConfig`: loss, optim, validation, run options), not
+the whole ``RunConfig``; :func:`train` is the ``RunConfig`` adapter. One micro-batch's loss is
+:func:`spectrumkd.train.micro_loss.micro_loss`, which validation uses too.
+
 Not here: loading models and data, scoring and planning (:mod:`spectrumkd.train.pipeline`).
 References: torchtune's ``knowledge_distillation_single_device.py`` (the loop shape), TRL's
 ``GKDTrainer`` (on-policy mixture), transformers' ``num_items_in_batch`` (global token count).
@@ -45,15 +51,16 @@ import torch
 
 from spectrumkd import SpectrumKDError
 from spectrumkd.data import Collator, Example
-from spectrumkd.losses import default_chunk_size, kd_loss, shared_vocab_logits, sparse_kd_loss
 from spectrumkd.rundir import RunDir
 from spectrumkd.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from spectrumkd.train.config import RunConfig
+from spectrumkd.train.config import LossConfig, OptimConfig, RunConfig, ValidationConfig
 from spectrumkd.train.metrics import MetricsWriter, progress_bar
+from spectrumkd.train.micro_loss import micro_loss
 from spectrumkd.train.onpolicy import sample_responses, use_student_samples
 from spectrumkd.train.sampler import epoch_order, plan_index
 
-__all__ = ["TrainResult", "make_accelerator", "plan_steps", "train"]
+__all__ = ["LoopConfig", "RunOptions", "TrainResult", "make_accelerator", "plan_steps", "run_loop",
+           "step_size", "train"]
 
 OOM_HINT = (
     "out of memory in a training step ({what}). Try, in this order: a smaller loss.chunk_size (the "
@@ -74,9 +81,48 @@ class TrainResult:
     validation: dict[int, dict] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """The run-wide switches the loop reads (``RunConfig``'s top-level fields, LoRA's merge)."""
+
+    seed: int = 0
+    """Seeds each epoch's shuffle (``seed + epoch``) and GKD's coin flips and samples."""
+    log_every: int = 1
+    """Write every n-th step line of ``metrics.jsonl``."""
+    save_every_steps: int | None = None
+    """Also save a checkpoint generation every n optimizer steps (unset: epoch ends only)."""
+    tensorboard: bool = False
+    progress: bool = True
+    merge_lora: bool = False
+    """Write ``merged/`` beside each checkpoint's LoRA adapter."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The sections of a ``RunConfig`` that the loop reads, and nothing more."""
+
+    loss: LossConfig
+    optim: OptimConfig
+    validation: ValidationConfig
+    options: RunOptions
+
+    @classmethod
+    def from_run_config(cls, cfg: RunConfig) -> LoopConfig:
+        options = RunOptions(
+            seed=cfg.seed, log_every=cfg.log_every, save_every_steps=cfg.save_every_steps,
+            tensorboard=cfg.tensorboard, progress=cfg.progress,
+            merge_lora=cfg.lora.enabled and cfg.lora.merge_on_save,
+        )  # fmt: skip
+        return cls(loss=cfg.loss, optim=cfg.optim, validation=cfg.validation, options=options)
+
+
 def step_size(cfg: RunConfig, num_processes: int) -> int:
     """Examples per optimizer step: batch size × accumulation × processes."""
-    return cfg.optim.batch_size * cfg.optim.grad_accumulation * num_processes
+    return _examples_per_step(cfg.optim, num_processes)
+
+
+def _examples_per_step(optim: OptimConfig, num_processes: int) -> int:
+    return optim.batch_size * optim.grad_accumulation * num_processes
 
 
 def plan_steps(plan, examples_per_step: int) -> list[int]:
@@ -91,27 +137,75 @@ def plan_steps(plan, examples_per_step: int) -> list[int]:
 
 def make_accelerator(cfg: RunConfig):
     """An ``accelerate.Accelerator``: bf16 mixed precision on a capable GPU with ``auto``, fp32 on CPU."""
+    return _accelerator(cfg.optim)
+
+
+def _accelerator(optim: OptimConfig):
     from accelerate import Accelerator
 
-    mp = cfg.optim.mixed_precision
+    mp = optim.mixed_precision
     if mp == "auto":
         mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     return Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
 
 
-def _scheduler(cfg: RunConfig, optimizer, total_steps: int):
+def _scheduler(optim: OptimConfig, optimizer, total_steps: int):
     from transformers import get_scheduler
 
-    warmup = cfg.optim.warmup_steps
+    warmup = optim.warmup_steps
     if warmup is None:
-        warmup = round(cfg.optim.warmup_ratio * total_steps)
-    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.optim.schedule]
+        warmup = round(optim.warmup_ratio * total_steps)
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[optim.schedule]
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
 def _micro_batches(chunk: list[int], per_micro: int, rank: int, world: int) -> list[list[int]]:
     """This process's share of each micro-batch of one optimizer step (may be empty)."""
     return [chunk[a : a + per_micro][rank::world] for a in range(0, len(chunk), per_micro)]
+
+
+@dataclass
+class Trainable:
+    """The student as accelerate prepared it, with its optimizer and learning-rate schedule."""
+
+    model: torch.nn.Module
+    """Wrapped (DDP under several processes): forward and backward go through it."""
+    unwrapped: torch.nn.Module
+    """The student itself: on-policy samples, validation, checkpoints."""
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+
+
+@dataclass
+class Loop:
+    """What :func:`prepare` builds and the steps share (one run of :func:`run_loop`)."""
+
+    sections: LoopConfig
+    accelerator: object
+    trainable: Trainable
+    tokenizer: object
+    collate: Collator
+    vocab: int
+    """The tokenizer's length: the vocabulary that student and teacher share."""
+    examples: Sequence[Example]
+    plan: object
+    index: dict
+    teacher: torch.nn.Module | None
+    teacher_cache: object
+    validation_examples: Sequence[Example]
+    run_dir: RunDir | None
+    state: TrainState
+    result: TrainResult
+    metrics: MetricsWriter
+    bar: object
+    steps_per_epoch: list[int]
+    per_step: int
+    on_step: Callable[[dict], None] | None
+    consistent: bool = True
+    """False while the optimizer has stepped but the counters do not say so (no Ctrl-C save)."""
+    saving_best: bool = False
+    """A best save is in progress: one cut short by Ctrl-C makes the interrupt save the best."""
 
 
 def train(
@@ -136,21 +230,77 @@ def train(
     ``run_dir`` set, ``metrics.jsonl`` and ``checkpoints/`` are written there, and ``resume``
     continues from ``checkpoints/last``. ``on_step(row)`` is called after every optimizer step
     with the step's metrics (tests use it to interrupt a run). A fresh run refuses a ``run_dir``
-    that already holds checkpoints.
+    that already holds checkpoints. The ``RunConfig`` form of :func:`run_loop`.
     """
-    mode = cfg.loss.mode
+    return run_loop(
+        LoopConfig.from_run_config(cfg), student=student, tokenizer=tokenizer, examples=examples,
+        plan=plan, teacher=teacher, teacher_cache=teacher_cache,
+        validation_examples=validation_examples, run_dir=run_dir, resume=resume,
+        accelerator=accelerator, on_step=on_step,
+    )  # fmt: skip
+
+
+def run_loop(sections: LoopConfig, *, student, tokenizer, examples: Sequence[Example], plan,
+             teacher=None, teacher_cache=None, validation_examples: Sequence[Example] | None = None,
+             run_dir: str | Path | None = None, resume: bool = False, accelerator=None,
+             on_step: Callable[[dict], None] | None = None) -> TrainResult:
+    """:func:`train` with the sections it reads (:class:`LoopConfig`) instead of a ``RunConfig``."""
+    loop = prepare(
+        sections, student=student, tokenizer=tokenizer, examples=examples, plan=plan,
+        teacher=teacher, teacher_cache=teacher_cache, validation_examples=validation_examples,
+        run_dir=run_dir, resume=resume, accelerator=accelerator, on_step=on_step,
+    )  # fmt: skip
+    try:
+        for epoch in range(loop.state.epoch, plan.num_epochs + 1):
+            run_epoch(loop, epoch)
+    except KeyboardInterrupt:
+        save_on_interrupt(loop)
+        raise
+    finally:
+        loop.bar.close()
+        loop.metrics.close()
+    loop.result.state = loop.state
+    return loop.result
+
+
+# --- prepare -------------------------------------------------------------------------------------
+
+
+def prepare(sections: LoopConfig, *, student, tokenizer, examples, plan, teacher, teacher_cache,
+            validation_examples, run_dir, resume: bool, accelerator, on_step) -> Loop:
+    """Check the targets, build the optimizer and schedule, restore or refuse checkpoints."""
+    _check_targets(sections.loss.mode, teacher, teacher_cache)
+    accelerator = accelerator or _accelerator(sections.optim)
+    index = plan_index(plan, [ex.id for ex in examples])  # errors name plan ids not in the data
+    per_step = _examples_per_step(sections.optim, accelerator.num_processes)
+    steps_per_epoch = plan_steps(plan, per_step)
+    trainable = _prepare_models(sections.optim, student, teacher, accelerator,
+                                total_steps=sum(steps_per_epoch))
+    rd = RunDir(run_dir) if run_dir is not None else None
+    state = _start_state(rd, trainable, accelerator, resume=resume)
+    metrics, bar = _books(sections.options, rd, accelerator.is_main_process,
+                          total_steps=sum(steps_per_epoch), done=state.global_step)
+    return Loop(
+        sections=sections, accelerator=accelerator, trainable=trainable, tokenizer=tokenizer,
+        collate=Collator(tokenizer.pad_token_id), vocab=len(tokenizer), examples=examples,
+        plan=plan, index=index, teacher=teacher, teacher_cache=teacher_cache,
+        validation_examples=validation_examples or [], run_dir=rd, state=state,
+        result=TrainResult(state=state), metrics=metrics, bar=bar,
+        steps_per_epoch=steps_per_epoch, per_step=per_step, on_step=on_step,
+    )  # fmt: skip
+
+
+def _check_targets(mode: str, teacher, teacher_cache) -> None:
     if mode != "sft" and teacher is None and teacher_cache is None:
         raise SpectrumKDError(f"loss.mode={mode} needs a teacher or a teacher cache")
     if mode == "gkd" and teacher is None:
         raise SpectrumKDError("loss.mode=gkd needs the teacher in memory (on-policy samples are new)")
-    accelerator = accelerator or make_accelerator(cfg)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    index = plan_index(plan, [ex.id for ex in examples])  # errors name plan ids not in the data
-    collate = Collator(tokenizer.pad_token_id)
-    vocab = len(tokenizer)
-    run_dir = Path(run_dir) if run_dir is not None else None
 
-    if cfg.optim.gradient_checkpointing:
+
+def _prepare_models(optim: OptimConfig, student, teacher, accelerator, *, total_steps: int) -> Trainable:
+    """Student in train mode (gradient checkpointing if asked), frozen teacher on the device,
+    AdamW over the trainable parameters, the schedule over ``total_steps``, accelerate's wrap."""
+    if optim.gradient_checkpointing:
         student.gradient_checkpointing_enable()
         student.config.use_cache = False
     student.train()
@@ -159,22 +309,24 @@ def train(
         teacher.to(accelerator.device)
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
+        params, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay
     )
-    per_step = step_size(cfg, world)
-    steps_per_epoch = plan_steps(plan, per_step)
-    scheduler = _scheduler(cfg, optimizer, sum(steps_per_epoch))
+    scheduler = _scheduler(optim, optimizer, total_steps)
     model, optimizer = accelerator.prepare(student, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
+    return Trainable(model=model, unwrapped=accelerator.unwrap_model(model), params=params,
+                     optimizer=optimizer, scheduler=scheduler)
 
+
+def _start_state(rd: RunDir | None, trainable: Trainable, accelerator, *, resume: bool) -> TrainState:
+    """A fresh state (refusing a run directory with checkpoints) or the newest complete one's."""
     state = TrainState()
-    rd = RunDir(run_dir) if run_dir is not None else None
     is_main = accelerator.is_main_process
     if resume:
         found = rd.latest_checkpoint() if rd is not None else None
         if found is None:
             raise SpectrumKDError(f"--resume: no complete checkpoint in {rd.checkpoints if rd else None}")
-        state = load_checkpoint(found, model=unwrapped, optimizer=optimizer, scheduler=scheduler, rank=rank)
+        state = load_checkpoint(found, model=trainable.unwrapped, optimizer=trainable.optimizer,
+                                scheduler=trainable.scheduler, rank=accelerator.process_index)
         if is_main:
             rd.repair_links()  # a kill may have come between a commit and the links
             print(f"resuming from {found} (epoch {state.epoch}, {state.step_in_epoch} steps into it, "
@@ -184,172 +336,229 @@ def train(
     if rd is not None and is_main:
         rd.truncate_metrics(global_step=state.global_step, epoch=state.epoch)
     accelerator.wait_for_everyone()
-    result = TrainResult(state=state)
+    return state
+
+
+def _books(options: RunOptions, rd: RunDir | None, is_main: bool, *, total_steps: int, done: int):
+    """``(metrics writer, progress bar)``: files only on the main process of a run with a directory."""
+    write = rd is not None and is_main
     metrics = MetricsWriter(
-        run_dir / "metrics.jsonl" if (run_dir is not None and is_main) else None,
-        tensorboard_dir=run_dir / "tensorboard" if (run_dir is not None and is_main and cfg.tensorboard) else None,
+        rd.path / "metrics.jsonl" if write else None,
+        tensorboard_dir=rd.path / "tensorboard" if write and options.tensorboard else None,
     )
-    bar = progress_bar(sum(steps_per_epoch), initial=state.global_step, disable=not (cfg.progress and is_main))
-    loss_kwargs = {
-        "divergence": cfg.loss.divergence, "ce_weight": cfg.loss.ce_weight, "skew": cfg.loss.skew,
-        "teacher_weight": cfg.loss.teacher_weight,
+    bar = progress_bar(total_steps, initial=done, disable=not (options.progress and is_main))
+    return metrics, bar
+
+
+# --- each epoch, each step -----------------------------------------------------------------------
+
+
+def run_epoch(loop: Loop, epoch: int) -> None:
+    """The plan epoch's shuffled order, step by step, then :func:`end_epoch`.
+
+    A resumed epoch starts at its first step not done (the order is deterministic) and carries
+    on its loss sum.
+    """
+    ep = loop.plan.epoch(epoch)
+    order = epoch_order(loop.plan, epoch, loop.index, seed=loop.sections.options.seed)
+    loop.result.epoch_ids[epoch] = [loop.examples[i].id for i in order]
+    started = time.perf_counter()
+    n_steps = loop.steps_per_epoch[epoch - 1]
+    for step_i in range(loop.state.step_in_epoch, n_steps):
+        chunk = order[step_i * loop.per_step : (step_i + 1) * loop.per_step]
+        row = train_step(loop, chunk, epoch=epoch, temperature=ep.temperature,
+                         where=f"epoch {epoch}, step {step_i + 1}")
+        after_step(loop, row, last_of_epoch=step_i + 1 == n_steps)
+    end_epoch(loop, epoch, started=started)
+
+
+def train_step(loop: Loop, chunk: list[int], *, epoch: int, temperature: float, where: str) -> dict:
+    """One optimizer step over the examples ``chunk`` (dataset indices); returns its metrics row.
+
+    This process's share of each micro-batch (GKD: maybe the student's own samples), the token
+    count over the whole step and all processes, forward/backward per micro-batch, the update.
+    """
+    t0 = time.perf_counter()
+    acc = loop.accelerator
+    micro = _step_shares(loop, chunk)
+    on_policy = _coin_for_samples(loop.sections, loop.state.global_step)
+    if on_policy:
+        micro = _student_samples(loop, micro)
+    # A stand-in for an empty share: the step's first example, at weight 0.
+    stand_in = loop.examples[chunk[0]]
+    batches = [loop.collate(exs if exs else [stand_in]) for exs in micro]
+    local = sum(int((b["labels"][:, 1:] != -100).sum()) for b, exs in zip(batches, micro) if exs)
+    num_tokens = int(acc.reduce(torch.tensor(local, device=acc.device), "sum"))
+    sums = _accumulate_gradients(loop, batches, micro, stand_in_id=stand_in.id,
+                                 temperature=temperature, num_tokens=num_tokens, where=where)
+    grad_norm = None
+    if loop.sections.optim.grad_clip is not None:
+        grad_norm = acc.clip_grad_norm_(loop.trainable.params, loop.sections.optim.grad_clip)
+    loss = float(sums[0])
+    lr = _update(loop, loss)
+    loop.result.losses.append(loss)
+    dt = time.perf_counter() - t0
+    return {
+        "step": loop.state.global_step, "epoch": epoch, "loss": loss, "ce": float(sums[1]),
+        "kd": float(sums[2]), "temperature": temperature, "lr": lr, "tokens": num_tokens,
+        "tokens_per_s": num_tokens / dt if dt > 0 else None,
+        "grad_norm": float(grad_norm) if grad_norm is not None else None,
+        "on_policy": on_policy,
     }  # fmt: skip
 
-    saving = {"best": False}  # a best save cut short by Ctrl-C: the interrupt save is the best
 
-    def save(*, best: bool = False) -> None:
-        saving["best"] = best
-        state.generation += 1
-        if best:
-            state.best_generation = state.generation
-        save_checkpoint(
-            run_dir, model=unwrapped, optimizer=optimizer, scheduler=scheduler, state=state, plan=plan,
-            tokenizer=tokenizer, merge=cfg.lora.enabled and cfg.lora.merge_on_save, rank=rank,
-            is_main=is_main,
-        )  # fmt: skip
-        saving["best"] = False
+def _step_shares(loop: Loop, chunk: list[int]) -> list[list[Example]]:
+    """This process's examples of each micro-batch of the step (a share may be empty)."""
+    acc = loop.accelerator
+    world = acc.num_processes
+    shares = _micro_batches(chunk, loop.sections.optim.batch_size * world, acc.process_index, world)
+    return [[loop.examples[i] for i in share] for share in shares]
 
-    def micro_loss(batch: dict, ids: list, tau: float, num_tokens: int):
-        input_ids = batch["input_ids"].to(accelerator.device)
-        attention_mask = batch["attention_mask"].to(accelerator.device)
-        # Shifted labels with -100 appended, aligned with the *unsliced* logits [B, L, V]: the same
-        # loss (the last position predicts nothing), and no [tokens × vocab] copy of a [:, :-1] view.
-        labels = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=-100)
-        labels = labels.to(accelerator.device)  # [B, L]
-        with accelerator.autocast():
-            s_logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-            if mode == "sft":
-                return kd_loss(s_logits[..., :vocab], None, labels, divergence="none", ce_weight=1.0,
-                               num_tokens=num_tokens, chunk_size=cfg.loss.chunk_size)
-            if teacher_cache is not None:
-                t_ids, t_logprobs = teacher_cache.batch(ids, labels)  # [B, L, k] each
-                return sparse_kd_loss(s_logits[..., :vocab], t_ids, t_logprobs, labels,
-                                      temperature=tau, num_tokens=num_tokens, **loss_kwargs)
-            with torch.no_grad():
-                t_logits = teacher(input_ids=input_ids, attention_mask=attention_mask).logits
-            s_logits, t_logits = shared_vocab_logits(s_logits, t_logits, vocab)
-            # The chunked path (analytic gradients, cache-sized chunks) unless a chunk size is set:
-            # same value and gradients as dense autograd, ~2× faster and far less memory.
-            return kd_loss(s_logits, t_logits, labels, temperature=tau, num_tokens=num_tokens,
-                           chunk_size=cfg.loss.chunk_size or default_chunk_size(vocab), **loss_kwargs)
 
-    consistent = True
-    try:
-        for epoch in range(state.epoch, plan.num_epochs + 1):
-            ep = plan.epoch(epoch)
-            tau = ep.temperature
-            order = epoch_order(plan, epoch, index, seed=cfg.seed)
-            result.epoch_ids[epoch] = [examples[i].id for i in order]
-            # A resumed epoch carries on its loss sum; its step count is the steps already done.
-            epoch_start, epoch_steps = time.perf_counter(), state.step_in_epoch
-            for step_i in range(steps_per_epoch[epoch - 1]):
-                if step_i < state.step_in_epoch:
-                    continue  # resumed: these steps are done (the order is deterministic)
-                t0 = time.perf_counter()
-                chunk = order[step_i * per_step : (step_i + 1) * per_step]
-                shares = _micro_batches(chunk, cfg.optim.batch_size * world, rank, world)
-                micro = [[examples[i] for i in share] for share in shares]
-                on_policy = mode == "gkd" and use_student_samples(cfg.seed, state.global_step, cfg.loss.gkd_lambda)
-                if on_policy:
-                    micro = [
-                        sample_responses(
-                            unwrapped, exs, pad_token_id=tokenizer.pad_token_id,
-                            eos_token_id=tokenizer.eos_token_id,
-                            max_new_tokens=cfg.loss.gkd_max_new_tokens,
-                            seed=(cfg.seed * 1_000_003 + state.global_step * 1009 + rank * 31 + a) % 2**31,
-                        ) if exs else exs
-                        for a, exs in enumerate(micro)
-                    ]  # fmt: skip
-                # Dummy stand-in for an empty share (the step's first example, weight 0).
-                batches = [collate(exs if exs else [examples[chunk[0]]]) for exs in micro]
-                local = sum(int((b["labels"][:, 1:] != -100).sum()) for b, exs in zip(batches, micro) if exs)
-                num_tokens = int(accelerator.reduce(torch.tensor(local, device=accelerator.device), "sum"))
-                sums = torch.zeros(3, device=accelerator.device)  # total, ce, kd (global-normalised)
-                for a, (batch, exs) in enumerate(zip(batches, micro)):
-                    sync = a == len(batches) - 1
-                    ctx = accelerator.no_sync(model) if not sync else nullcontext()
-                    with ctx:
-                        try:
-                            out = micro_loss(batch, [ex.id for ex in exs] or [examples[chunk[0]].id], tau, num_tokens)
-                        except torch.OutOfMemoryError as exc:
-                            raise SpectrumKDError(OOM_HINT.format(what=f"epoch {epoch}, step {step_i + 1}")) from exc
-                        weight = float(world) if exs else 0.0
-                        accelerator.backward(out.total * weight)
-                    if exs:
-                        sums += torch.stack([out.total.detach().float(), out.ce.float(), out.kd.float()])
-                sums = accelerator.reduce(sums, "sum")
-                grad_norm = None
-                if cfg.optim.grad_clip is not None:
-                    grad_norm = accelerator.clip_grad_norm_(params, cfg.optim.grad_clip)
-                loss = float(sums[0])
-                consistent = False  # until the counters say this step is done (Ctrl-C save)
-                optimizer.step()
-                lr = scheduler.get_last_lr()[0]
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                state.step_in_epoch += 1
-                state.global_step += 1
-                state.epoch_loss_sum += loss
-                consistent = True
-                result.losses.append(loss)
-                epoch_steps += 1
-                dt = time.perf_counter() - t0
-                row = {
-                    "step": state.global_step, "epoch": epoch, "loss": loss, "ce": float(sums[1]),
-                    "kd": float(sums[2]), "temperature": tau, "lr": lr, "tokens": num_tokens,
-                    "tokens_per_s": num_tokens / dt if dt > 0 else None,
-                    "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                    "on_policy": on_policy,
-                }  # fmt: skip
-                if state.global_step % cfg.log_every == 0:
-                    metrics.step(**row)
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}", tau=f"{tau:.2f}")
-                every = cfg.save_every_steps
-                last_step = step_i + 1 == steps_per_epoch[epoch - 1]
-                if rd is not None and every and state.global_step % every == 0 and not last_step:
-                    save()  # mid-epoch generation (the epoch end saves anyway)
-                if on_step is not None:
-                    on_step(row)
+def _coin_for_samples(sections: LoopConfig, global_step: int) -> bool:
+    """GKD: does this step train on the student's own samples? (Same answer on every process.)"""
+    loss = sections.loss
+    return loss.mode == "gkd" and use_student_samples(sections.options.seed, global_step, loss.gkd_lambda)
 
-            summary = {"epoch": epoch, "subset_size": len(ep.ids), "temperature": tau,
-                       "steps": epoch_steps, "epoch_loss": state.epoch_loss_sum / max(epoch_steps, 1)}
-            if validation_examples:
-                if is_main:
-                    from spectrumkd.train.validation import validate
 
-                    summary.update(validate(
-                        unwrapped, tokenizer, validation_examples, teacher=teacher, temperature=tau,
-                        loss_kwargs=loss_kwargs if mode != "sft" else None,
-                        max_new_tokens=cfg.validation.max_new_tokens,
-                        batch_size=cfg.validation.batch_size,
-                    ))  # fmt: skip
-                accelerator.wait_for_everyone()
-                result.validation[epoch] = {k: v for k, v in summary.items() if k.startswith("val_")}
-            summary["epoch_time_s"] = time.perf_counter() - epoch_start
-            improved = False
-            score = summary.get("val_rougeL")
-            if score is not None and (state.best_score is None or score > state.best_score):
-                state.best_score, state.best_epoch, improved = score, epoch, True
-            metrics.epoch(**summary, best_epoch=state.best_epoch)
-            consistent = False
-            state.epoch, state.step_in_epoch, state.epoch_loss_sum = epoch + 1, 0, 0.0
-            state.finished = epoch == plan.num_epochs
-            consistent = True
-            if rd is not None:
-                save(best=improved or (not validation_examples and state.finished))
-    except KeyboardInterrupt:
-        if rd is not None and consistent:
-            save(best=saving["best"])
-            if is_main:
-                print(f"\ninterrupted: resumable state saved to {rd.latest_checkpoint()} "
-                      f"(epoch {state.epoch}, step {state.step_in_epoch}); rerun with --resume")
-        elif rd is not None and is_main:
-            print(f"\ninterrupted mid-update; the last complete checkpoint is {rd.latest_checkpoint()}")
-        raise
-    finally:
-        bar.close()
-        metrics.close()
-    result.state = state
-    return result
+def _student_samples(loop: Loop, micro: list[list[Example]]) -> list[list[Example]]:
+    """The micro-batches with the student's own responses (T = 1), seeded per step, rank, batch."""
+    seed, step = loop.sections.options.seed, loop.state.global_step
+    rank, tok = loop.accelerator.process_index, loop.tokenizer
+    return [
+        sample_responses(
+            loop.trainable.unwrapped, exs, pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id, max_new_tokens=loop.sections.loss.gkd_max_new_tokens,
+            seed=(seed * 1_000_003 + step * 1009 + rank * 31 + a) % 2**31,
+        ) if exs else exs
+        for a, exs in enumerate(micro)
+    ]  # fmt: skip
 
+
+def _accumulate_gradients(loop: Loop, batches: list[dict], micro: list[list[Example]], *,
+                          stand_in_id, temperature: float, num_tokens: int, where: str):
+    """Forward and backward over the step's micro-batches, gradient sync on the last only;
+    returns the step's global ``[total, ce, kd]`` (each normalised by ``num_tokens``)."""
+    acc, model = loop.accelerator, loop.trainable.model
+    world = acc.num_processes
+    sums = torch.zeros(3, device=acc.device)
+    for a, (batch, exs) in enumerate(zip(batches, micro)):
+        sync = a == len(batches) - 1
+        with acc.no_sync(model) if not sync else nullcontext():
+            try:
+                with acc.autocast():
+                    out = micro_loss(
+                        model, batch, loss=loop.sections.loss, temperature=temperature,
+                        num_tokens=num_tokens, vocab=loop.vocab, device=acc.device,
+                        teacher=loop.teacher, teacher_cache=loop.teacher_cache,
+                        ids=[ex.id for ex in exs] or [stand_in_id],
+                    )  # fmt: skip
+            except torch.OutOfMemoryError as exc:
+                raise SpectrumKDError(OOM_HINT.format(what=where)) from exc
+            # DDP averages gradients over processes: scale back to the global sum / num_tokens.
+            weight = float(world) if exs else 0.0
+            acc.backward(out.total * weight)
+        if exs:
+            sums += torch.stack([out.total.detach().float(), out.ce.float(), out.kd.float()])
+    return acc.reduce(sums, "sum")
+
+
+def _update(loop: Loop, loss: float) -> float:
+    """Optimizer and schedule step, then the counters; returns the learning rate used."""
+    t, state = loop.trainable, loop.state
+    loop.consistent = False  # until the counters say this step is done (Ctrl-C save)
+    t.optimizer.step()
+    lr = t.scheduler.get_last_lr()[0]
+    t.scheduler.step()
+    t.optimizer.zero_grad(set_to_none=True)
+    state.step_in_epoch += 1
+    state.global_step += 1
+    state.epoch_loss_sum += loss
+    loop.consistent = True
+    return lr
+
+
+def after_step(loop: Loop, row: dict, *, last_of_epoch: bool) -> None:
+    """Log the step, move the bar, save a mid-epoch generation when due, call ``on_step``."""
+    options, state = loop.sections.options, loop.state
+    if state.global_step % options.log_every == 0:
+        loop.metrics.step(**row)
+    loop.bar.update(1)
+    loop.bar.set_postfix(epoch=row["epoch"], loss=f"{row['loss']:.3f}", tau=f"{row['temperature']:.2f}")
+    every = options.save_every_steps
+    if loop.run_dir is not None and every and state.global_step % every == 0 and not last_of_epoch:
+        save(loop)  # mid-epoch generation (the epoch end saves anyway)
+    if loop.on_step is not None:
+        loop.on_step(row)
+
+
+# --- end of epoch --------------------------------------------------------------------------------
+
+
+def end_epoch(loop: Loop, epoch: int, *, started: float) -> None:
+    """Validation (optional), the epoch line of ``metrics.jsonl``, the best model, a checkpoint."""
+    state, tau = loop.state, loop.plan.epoch(epoch).temperature
+    steps = state.step_in_epoch  # a resumed epoch counts the steps done before the interrupt too
+    summary = {"epoch": epoch, "subset_size": len(loop.plan.epoch(epoch).ids), "temperature": tau,
+               "steps": steps, "epoch_loss": state.epoch_loss_sum / max(steps, 1)}
+    if loop.validation_examples:
+        summary.update(_validate_epoch(loop, temperature=tau))
+        loop.result.validation[epoch] = {k: v for k, v in summary.items() if k.startswith("val_")}
+    summary["epoch_time_s"] = time.perf_counter() - started
+    improved = _track_best(state, summary.get("val_rougeL"), epoch)
+    loop.metrics.epoch(**summary, best_epoch=state.best_epoch)
+    loop.consistent = False
+    state.epoch, state.step_in_epoch, state.epoch_loss_sum = epoch + 1, 0, 0.0
+    state.finished = epoch == loop.plan.num_epochs
+    loop.consistent = True
+    if loop.run_dir is not None:
+        save(loop, best=improved or (not loop.validation_examples and state.finished))
+
+
+def _validate_epoch(loop: Loop, *, temperature: float) -> dict:
+    """``val_*`` of the epoch, computed on the main process (the others wait)."""
+    out = {}
+    if loop.accelerator.is_main_process:
+        from spectrumkd.train.validation import validate
+
+        v = loop.sections.validation
+        out = validate(loop.trainable.unwrapped, loop.tokenizer, loop.validation_examples,
+                       loss=loop.sections.loss, teacher=loop.teacher, temperature=temperature,
+                       max_new_tokens=v.max_new_tokens, batch_size=v.batch_size)
+    loop.accelerator.wait_for_everyone()
+    return out
+
+
+def _track_best(state: TrainState, score: float | None, epoch: int) -> bool:
+    """Record ``score`` (validation ROUGE-L) as the best when it is; True when it is."""
+    if score is not None and (state.best_score is None or score > state.best_score):
+        state.best_score, state.best_epoch = score, epoch
+        return True
+    return False
+
+
+def save(loop: Loop, *, best: bool = False) -> None:
+    """Write the next checkpoint generation (every process calls it); ``best`` moves ``best``."""
+    state, t, acc = loop.state, loop.trainable, loop.accelerator
+    loop.saving_best = best
+    state.generation += 1
+    if best:
+        state.best_generation = state.generation
+    save_checkpoint(
+        loop.run_dir.path, model=t.unwrapped, optimizer=t.optimizer, scheduler=t.scheduler,
+        state=state, plan=loop.plan, tokenizer=loop.tokenizer, merge=loop.sections.options.merge_lora,
+        rank=acc.process_index, is_main=acc.is_main_process,
+    )  # fmt: skip
+    loop.saving_best = False
+
+
+def save_on_interrupt(loop: Loop) -> None:
+    """Ctrl-C: save at the last completed step when the counters agree with the weights."""
+    rd, is_main = loop.run_dir, loop.accelerator.is_main_process
+    if rd is not None and loop.consistent:
+        save(loop, best=loop.saving_best)
+        if is_main:
+            print(f"\ninterrupted: resumable state saved to {rd.latest_checkpoint()} "
+                  f"(epoch {loop.state.epoch}, step {loop.state.step_in_epoch}); rerun with --resume")
+    elif rd is not None and is_main:
+        print(f"\ninterrupted mid-update; the last complete checkpoint is {rd.latest_checkpoint()}")

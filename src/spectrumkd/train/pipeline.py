@@ -34,7 +34,7 @@ from __future__ import annotations
 import gc
 import shutil
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -89,30 +89,34 @@ def _describe(model: ModelConfig) -> str:
 
 def load_run_models(cfg: RunConfig, *, need_teacher: bool = True):
     """``(tokenizer, student, teacher_or_None)`` as the config says; checks the tokenizers match."""
-    from spectrumkd.models import check_same_tokenizer, load_model, load_tokenizer, prune_layers
+    from spectrumkd.models import check_same_tokenizer, prune_layers
 
     teacher = teacher_tok = None
     if cfg.teacher.spec is not None and (need_teacher or cfg.student.spec is None):
-        spec, gguf = resolve_spec(cfg.teacher)
-        teacher_tok = load_tokenizer(spec, gguf_file=gguf)
-        teacher = load_model(spec, gguf_file=gguf, dtype=cfg.teacher.dtype)
-        if cfg.teacher.prune_layers is not None:
-            teacher = prune_layers(teacher, cfg.teacher.prune_layers)
+        teacher_tok, teacher = _load_one(cfg.teacher)
     if cfg.student.spec is None:
         assert teacher is not None
         student, tokenizer = prune_layers(teacher, cfg.student.prune_layers), teacher_tok
         student.to(dtype=getattr(torch, cfg.student.dtype))
     else:
-        spec, gguf = resolve_spec(cfg.student)
-        tokenizer = load_tokenizer(spec, gguf_file=gguf)
-        student = load_model(spec, gguf_file=gguf, dtype=cfg.student.dtype)
-        if cfg.student.prune_layers is not None:
-            student = prune_layers(student, cfg.student.prune_layers)
+        tokenizer, student = _load_one(cfg.student)
     if teacher_tok is not None:
         check_same_tokenizer(teacher_tok, tokenizer)
     if teacher is not None and not need_teacher:
         teacher = None
     return tokenizer, student, teacher
+
+
+def _load_one(model: ModelConfig):
+    """``(tokenizer, model)`` of one model section: its spec, dtype and pruned layers."""
+    from spectrumkd.models import load_model, load_tokenizer, prune_layers
+
+    spec, gguf = resolve_spec(model)
+    tokenizer = load_tokenizer(spec, gguf_file=gguf)
+    loaded = load_model(spec, gguf_file=gguf, dtype=model.dtype)
+    if model.prune_layers is not None:
+        loaded = prune_layers(loaded, model.prune_layers)
+    return tokenizer, loaded
 
 
 def _load_data(cfg: RunConfig, tokenizer):
@@ -241,10 +245,7 @@ def distill(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False):
             stack.enter_context(_claim(cfg, rd, resume=resume, overwrite=overwrite))
         # Everything that can fail on bad input (models, data, a user's plan) comes before the
         # first write, so such a failure leaves the directory as it was.
-        torch.manual_seed(cfg.seed)
-        tokenizer, student, teacher = load_run_models(cfg, need_teacher=cfg.loss.mode != "sft")
-        examples, dropped, val = _load_data(cfg, tokenizer)
-        user_plan = _load_user_plan(cfg, rd, examples)  # --overwrite keeps a user's plan too
+        inputs = _load_inputs(cfg, rd)
         if main_process:
             if overwrite:
                 removed = rd.remove_outputs()
@@ -252,8 +253,29 @@ def distill(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False):
                     print(f"--overwrite: removed {', '.join(removed)} from {rd.path}", flush=True)
             save_config(cfg, rd.config)
         accelerator.wait_for_everyone()
-        return _run(cfg, rd, accelerator, tokenizer, student, teacher, examples, dropped, val,
-                    user_plan, resume=resume, overwrite=overwrite)
+        return _run(cfg, rd, accelerator, inputs, resume=resume, overwrite=overwrite)
+
+
+@dataclass
+class _RunInputs:
+    """What distill loads before it writes anything. ``_run`` drops ``teacher`` from here when
+    the teacher cache replaces it, so that nothing else keeps the teacher in memory."""
+
+    tokenizer: object
+    student: torch.nn.Module
+    teacher: torch.nn.Module | None
+    examples: list
+    dropped: list
+    validation: list
+    user_plan: object
+
+
+def _load_inputs(cfg: RunConfig, rd: RunDir) -> _RunInputs:
+    torch.manual_seed(cfg.seed)
+    tokenizer, student, teacher = load_run_models(cfg, need_teacher=cfg.loss.mode != "sft")
+    examples, dropped, val = _load_data(cfg, tokenizer)
+    user_plan = _load_user_plan(cfg, rd, examples)  # --overwrite keeps a user's plan too
+    return _RunInputs(tokenizer, student, teacher, examples, dropped, val, user_plan)
 
 
 @contextmanager
@@ -288,73 +310,23 @@ def _load_user_plan(cfg: RunConfig, rd: RunDir, examples):
     return plan
 
 
-def _run(cfg: RunConfig, rd: RunDir, accelerator, tokenizer, student, teacher, examples, dropped,
-         val, user_plan, *, resume: bool, overwrite: bool):
-    from spectrumkd.curriculum import Plan
-    from spectrumkd.data import Collator, dataset_fingerprint, write_dropped
-    from spectrumkd.scoring import run_scoring
+def _run(cfg: RunConfig, rd: RunDir, accelerator, inputs: _RunInputs, *, resume: bool,
+         overwrite: bool):
+    """dropped.jsonl → scores → plan → (teacher cache) → (LoRA) → the loop."""
+    from spectrumkd.data import write_dropped
     from spectrumkd.train.loop import train
-    from spectrumkd.train.teacher_cache import TeacherCache, write_teacher_cache
 
-    out = rd.path
     if accelerator.is_main_process:
-        write_dropped(rd.dropped, dropped)
-
-    # Even full-data runs score (one cheap pass): the plan's order and the report's spectrum use it.
-    # With a user's plan, a scores file already there is theirs and is left alone.
-    c = cfg.curriculum
-    scores = None
-    if not (user_plan is not None and rd.scores.is_file()):
-        with file_lock(rd.scores, what=str(rd.scores)) if accelerator.is_main_process else ExitStack():
-            scores = run_scoring(
-                student.to(accelerator.device), examples, rd.scores,
-                model_name=_describe(cfg.student), template=cfg.data.template,
-                max_length=cfg.data.max_length, max_prompt_length=cfg.data.max_prompt_length,
-                metric=c.metric, reduction=c.reduction, batch_tokens=c.batch_tokens,
-                overwrite=overwrite, tokenizer=tokenizer, progress=cfg.progress,
-            )  # fmt: skip
-    if user_plan is not None:
-        plan = user_plan
-        if accelerator.is_main_process:
-            print(f"using the plan in {rd.plan} (not made from the scores)", flush=True)
-    else:
-        plan = _make_plan(cfg, [ex.id for ex in examples], scores)
-        if resume and rd.plan.is_file() and Plan.load(rd.plan).to_dict() != plan.to_dict():
-            raise SpectrumKDError(f"--resume: the plan made from the scores differs from {rd.plan}")
-        if accelerator.is_main_process:
-            plan.save(rd.plan)
-    checkpoint = rd.latest_checkpoint() if resume else None
-    if checkpoint is not None and (checkpoint / "plan.json").is_file():
-        if Plan.load(checkpoint / "plan.json").to_dict() != plan.to_dict():
-            raise SpectrumKDError(f"--resume: {rd.plan} differs from the plan of {checkpoint}")
-
+        write_dropped(rd.dropped, inputs.dropped)
+    scores = _score(cfg, rd, accelerator, inputs, overwrite=overwrite)
+    plan = _run_plan(cfg, rd, accelerator, inputs, scores, resume=resume)
+    checkpoint = _resume_checkpoint(rd, plan) if resume else None
     cache = None
     if cfg.teacher_cache.enabled:
-        folder = Path(cfg.teacher_cache.dir) if cfg.teacher_cache.dir else out / "teacher_cache"
-        from spectrumkd.models import model_fingerprint
-
-        fingerprint = {
-            "model": _describe(cfg.teacher), "model_fingerprint": model_fingerprint(teacher),
-            "dataset_fingerprint": dataset_fingerprint(examples), "template": cfg.data.template,
-            "max_length": cfg.data.max_length,
-        }  # fmt: skip
-        used = [ex for ex in examples if ex.id in plan.used_ids()]
-        if (folder / "index.json").is_file():
-            cache = TeacherCache.open(folder)
-            cache.check(fingerprint, k=cfg.teacher_cache.k, dtype=cfg.teacher_cache.dtype,
-                        example_ids=[ex.id for ex in used])
-        else:
-            if accelerator.is_main_process:
-                write_teacher_cache(
-                    folder, teacher.to(accelerator.device), used, Collator(tokenizer.pad_token_id),
-                    vocab_size=len(tokenizer), k=cfg.teacher_cache.k, dtype=cfg.teacher_cache.dtype,
-                    batch_size=cfg.optim.batch_size, fingerprint=fingerprint, progress=cfg.progress,
-                )  # fmt: skip
-            accelerator.wait_for_everyone()
-            cache = TeacherCache.open(folder)
-        teacher = None  # train without the teacher in memory
+        cache = _teacher_cache(cfg, rd, accelerator, inputs, plan)
+        inputs.teacher = None  # train without the teacher in memory
         gc.collect()
-
+    student = inputs.student
     if cfg.lora.enabled:
         from spectrumkd.train.lora import apply_lora
 
@@ -362,10 +334,87 @@ def _run(cfg: RunConfig, rd: RunDir, accelerator, tokenizer, student, teacher, e
     if resume and checkpoint is None and accelerator.is_main_process:
         if rd.checkpoints.exists():  # only partial generations: nothing usable
             shutil.rmtree(rd.checkpoints)
-        print(f"resuming {out}: no complete checkpoint yet, training from the start", flush=True)
+        print(f"resuming {rd.path}: no complete checkpoint yet, training from the start", flush=True)
     accelerator.wait_for_everyone()
     return train(
-        cfg, student=student, tokenizer=tokenizer, examples=examples, plan=plan, teacher=teacher,
-        teacher_cache=cache, validation_examples=val, run_dir=out, resume=checkpoint is not None,
-        accelerator=accelerator,
+        cfg, student=student, tokenizer=inputs.tokenizer, examples=inputs.examples, plan=plan,
+        teacher=inputs.teacher, teacher_cache=cache, validation_examples=inputs.validation,
+        run_dir=rd.path, resume=checkpoint is not None, accelerator=accelerator,
     )  # fmt: skip
+
+
+def _score(cfg: RunConfig, rd: RunDir, accelerator, inputs: _RunInputs, *, overwrite: bool):
+    """The scores (computed or resumed into ``scores.jsonl``), or None to leave a user's alone.
+
+    Even full-data runs score (one cheap pass): the plan's order and the report's spectrum use
+    it. With a user's plan, a scores file already there is theirs and is left alone.
+    """
+    from spectrumkd.scoring import run_scoring
+
+    if inputs.user_plan is not None and rd.scores.is_file():
+        return None
+    c = cfg.curriculum
+    with file_lock(rd.scores, what=str(rd.scores)) if accelerator.is_main_process else ExitStack():
+        return run_scoring(
+            inputs.student.to(accelerator.device), inputs.examples, rd.scores,
+            model_name=_describe(cfg.student), template=cfg.data.template,
+            max_length=cfg.data.max_length, max_prompt_length=cfg.data.max_prompt_length,
+            metric=c.metric, reduction=c.reduction, batch_tokens=c.batch_tokens,
+            overwrite=overwrite, tokenizer=inputs.tokenizer, progress=cfg.progress,
+        )  # fmt: skip
+
+
+def _run_plan(cfg: RunConfig, rd: RunDir, accelerator, inputs: _RunInputs, scores, *, resume: bool):
+    """A user's plan as it is, or the plan made from the scores (saved; on resume, unchanged)."""
+    from spectrumkd.curriculum import Plan
+
+    if inputs.user_plan is not None:
+        if accelerator.is_main_process:
+            print(f"using the plan in {rd.plan} (not made from the scores)", flush=True)
+        return inputs.user_plan
+    plan = _make_plan(cfg, [ex.id for ex in inputs.examples], scores)
+    if resume and rd.plan.is_file() and Plan.load(rd.plan).to_dict() != plan.to_dict():
+        raise SpectrumKDError(f"--resume: the plan made from the scores differs from {rd.plan}")
+    if accelerator.is_main_process:
+        plan.save(rd.plan)
+    return plan
+
+
+def _resume_checkpoint(rd: RunDir, plan):
+    """The newest complete checkpoint (None if there is none); its plan must be ``plan``."""
+    from spectrumkd.curriculum import Plan
+
+    checkpoint = rd.latest_checkpoint()
+    if checkpoint is not None and (checkpoint / "plan.json").is_file():
+        if Plan.load(checkpoint / "plan.json").to_dict() != plan.to_dict():
+            raise SpectrumKDError(f"--resume: {rd.plan} differs from the plan of {checkpoint}")
+    return checkpoint
+
+
+def _teacher_cache(cfg: RunConfig, rd: RunDir, accelerator, inputs: _RunInputs, plan):
+    """The teacher's top-k cache of the plan's examples: reused when it fits, else written."""
+    from spectrumkd.data import Collator, dataset_fingerprint
+    from spectrumkd.models import model_fingerprint
+    from spectrumkd.train.teacher_cache import TeacherCache, write_teacher_cache
+
+    tc = cfg.teacher_cache
+    folder = Path(tc.dir) if tc.dir else rd.path / "teacher_cache"
+    teacher, tokenizer = inputs.teacher, inputs.tokenizer
+    fingerprint = {
+        "model": _describe(cfg.teacher), "model_fingerprint": model_fingerprint(teacher),
+        "dataset_fingerprint": dataset_fingerprint(inputs.examples), "template": cfg.data.template,
+        "max_length": cfg.data.max_length,
+    }  # fmt: skip
+    used = [ex for ex in inputs.examples if ex.id in plan.used_ids()]
+    if (folder / "index.json").is_file():
+        cache = TeacherCache.open(folder)
+        cache.check(fingerprint, k=tc.k, dtype=tc.dtype, example_ids=[ex.id for ex in used])
+        return cache
+    if accelerator.is_main_process:
+        write_teacher_cache(
+            folder, teacher.to(accelerator.device), used, Collator(tokenizer.pad_token_id),
+            vocab_size=len(tokenizer), k=tc.k, dtype=tc.dtype, batch_size=cfg.optim.batch_size,
+            fingerprint=fingerprint, progress=cfg.progress,
+        )  # fmt: skip
+    accelerator.wait_for_everyone()
+    return TeacherCache.open(folder)

@@ -34,7 +34,16 @@ from torch.utils.data import Sampler
 
 from spectrumkd import SpectrumKDError
 
-__all__ = ["PlanSampler", "epoch_order", "plan_index"]
+__all__ = ["PlanSampler", "check_epoch", "epoch_order", "plan_index"]
+
+
+def check_epoch(plan, epoch: int, *, hint: str = "") -> None:
+    """Raise unless ``epoch`` (0-based, as ``set_epoch`` takes it) is one of the plan's; ``hint``
+    ends the message."""
+    if not 0 <= epoch < plan.num_epochs:
+        raise SpectrumKDError(
+            f"set_epoch({epoch}): the plan has {plan.num_epochs} epochs (0..{plan.num_epochs - 1}){hint}"
+        )
 
 
 def plan_index(plan, dataset_ids: Sequence) -> dict:
@@ -141,10 +150,7 @@ class PlanSampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the plan's epoch ``epoch + 1`` (``epoch`` is 0-based, as for DistributedSampler)."""
-        if not 0 <= epoch < self.plan.num_epochs:
-            raise SpectrumKDError(
-                f"set_epoch({epoch}): the plan has {self.plan.num_epochs} epochs (0..{self.plan.num_epochs - 1})"
-            )
+        check_epoch(self.plan, epoch)
         self.epoch = epoch
 
     @property

@@ -33,6 +33,7 @@ import shlex
 import shutil
 import time
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 
 from spectrumkd import SpectrumKDError
@@ -191,15 +192,7 @@ def build_student(cfg: StudentConfig, out: str | Path | None = None, *, overwrit
     With ``out``, the folder is copied there; an existing non-empty ``out`` is refused unless
     ``overwrite``. Returns ``out`` or the cache folder.
     """
-    from spectrumkd.models import (
-        cache_dir,
-        load_model,
-        load_tokenizer,
-        model_fingerprint,
-        prune_layers,
-        save_model,
-    )
-    from spectrumkd.models.importance import choose_layers
+    from spectrumkd.models import cache_dir, load_model, load_tokenizer, model_fingerprint
     from spectrumkd.train.config import ModelConfig
     from spectrumkd.train.pipeline import resolve_spec
 
@@ -216,36 +209,16 @@ def build_student(cfg: StudentConfig, out: str | Path | None = None, *, overwrit
         _log(f"reusing the cached build {folder}")
         return _deliver(folder, out)
 
-    n_layers = teacher.config.num_hidden_layers
-    keep = cfg.keep if cfg.keep is not None else n_layers // 2
     calib = _examples(cfg.calibration, tokenizer, cfg, cfg.calibration_rows)
-    def judge(kept: list[int]) -> float:
-        ce = mean_ce(prune_layers(teacher, kept), calib[: cfg.refine_rows])
-        gone = sorted(set(range(n_layers)) - set(kept))
-        _log(f"candidate: without layers [{gone[0]}, {gone[-1] + 1}), calibration CE {ce:.3f}")
-        return ce
-
-    choice = choose_layers(teacher, _calibration_batches(calib, tokenizer.pad_token_id), keep=keep,
-                           method=cfg.method, every=cfg.every, refine=cfg.refine, judge=judge)
-    _log(f"{cfg.method}: keeping {len(choice.kept)} of {n_layers} layers, removing {choice.removed}")
-    student = prune_layers(teacher, choice.kept)
-    ce = {"teacher": mean_ce(teacher, calib), "pruned": mean_ce(student, calib)}
-    _log(f"calibration CE: teacher {ce['teacher']:.3f}, pruned {ce['pruned']:.3f} nats/token")
-    healing = None
-    if cfg.heal_steps > 0:
-        _log(f"healing: {cfg.heal_steps} KD steps of {cfg.heal_batch_size} rows from {cfg.heal_data}")
-        healing = _heal(cfg, student, teacher, tokenizer)
-        ce["healed"] = mean_ce(student.eval(), calib)
-        _log(f"calibration CE after healing: {ce['healed']:.3f} nats/token")
-    else:
-        ce["healed"] = None
+    choice = _choose(cfg, teacher, tokenizer, calib)
+    student, ce, healing = _prune_and_heal(cfg, teacher, tokenizer, calib, choice.kept)
     card = {
         "spectrumkd": "student",
         "teacher": cfg.teacher,
         "teacher_folder": spec,
         "teacher_fingerprint": fingerprint,
         "method": cfg.method,
-        "num_layers": {"teacher": n_layers, "student": len(choice.kept)},
+        "num_layers": {"teacher": teacher.config.num_hidden_layers, "student": len(choice.kept)},
         "kept_layers": choice.kept,
         "removed_layers": choice.removed,
         "importance": [round(s, 5) for s in choice.scores],
@@ -257,6 +230,55 @@ def build_student(cfg: StudentConfig, out: str | Path | None = None, *, overwrit
         "command": cfg.command(),
         "seconds": round(time.perf_counter() - t0, 1),
     }
+    _save_build(folder, student, tokenizer, card)
+    return _deliver(folder, out)
+
+
+def _choose(cfg: StudentConfig, teacher, tokenizer, calib):
+    """The layers to keep (:func:`spectrumkd.models.importance.choose_layers`), logged."""
+    from spectrumkd.models.importance import choose_layers
+
+    n_layers = teacher.config.num_hidden_layers
+    keep = cfg.keep if cfg.keep is not None else n_layers // 2
+    judge = partial(_judge_candidate, teacher=teacher, rows=calib[: cfg.refine_rows])
+    choice = choose_layers(teacher, _calibration_batches(calib, tokenizer.pad_token_id), keep=keep,
+                           method=cfg.method, every=cfg.every, refine=cfg.refine, judge=judge)
+    _log(f"{cfg.method}: keeping {len(choice.kept)} of {n_layers} layers, removing {choice.removed}")
+    return choice
+
+
+def _judge_candidate(kept: list[int], *, teacher, rows) -> float:
+    """Calibration CE of the teacher pruned to ``kept`` (refines angular candidates), logged."""
+    from spectrumkd.models import prune_layers
+
+    ce = mean_ce(prune_layers(teacher, kept), rows)
+    gone = sorted(set(range(teacher.config.num_hidden_layers)) - set(kept))
+    _log(f"candidate: without layers [{gone[0]}, {gone[-1] + 1}), calibration CE {ce:.3f}")
+    return ce
+
+
+def _prune_and_heal(cfg: StudentConfig, teacher, tokenizer, calib, kept: list[int]):
+    """``(student, CE of teacher / pruned / healed, healing record or None)``."""
+    from spectrumkd.models import prune_layers
+
+    student = prune_layers(teacher, kept)
+    ce = {"teacher": mean_ce(teacher, calib), "pruned": mean_ce(student, calib)}
+    _log(f"calibration CE: teacher {ce['teacher']:.3f}, pruned {ce['pruned']:.3f} nats/token")
+    healing = None
+    if cfg.heal_steps > 0:
+        _log(f"healing: {cfg.heal_steps} KD steps of {cfg.heal_batch_size} rows from {cfg.heal_data}")
+        healing = _heal(cfg, student, teacher, tokenizer)
+        ce["healed"] = mean_ce(student.eval(), calib)
+        _log(f"calibration CE after healing: {ce['healed']:.3f} nats/token")
+    else:
+        ce["healed"] = None
+    return student, ce, healing
+
+
+def _save_build(folder: Path, student, tokenizer, card: dict) -> None:
+    """Write the student and its card to ``folder`` through a ``.partial`` folder and a rename."""
+    from spectrumkd.models import save_model
+
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     save_model(student, tmp, tokenizer=tokenizer)
@@ -265,7 +287,6 @@ def build_student(cfg: StudentConfig, out: str | Path | None = None, *, overwrit
         shutil.rmtree(folder)
     tmp.replace(folder)
     _log(f"built {folder} in {card['seconds']:.0f} s")
-    return _deliver(folder, out)
 
 
 def _deliver(folder: Path, out: Path | None) -> Path:

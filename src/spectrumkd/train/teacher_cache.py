@@ -44,6 +44,7 @@ FINGERPRINT_KEYS = ("model", "model_fingerprint", "dataset_fingerprint", "templa
 _INDEX = "index.json"
 _IDS = "topk_ids.npy"
 _LOGPROBS = "topk_logprobs.npy"
+_NP_DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
 def response_positions(labels: Sequence[int]) -> int:
@@ -141,7 +142,6 @@ class TeacherCache:
             raise SpectrumKDError(f"{self.folder}: teacher cache lacks {len(missing)} example(s): {missing[:10]}")
 
 
-@torch.no_grad()
 def write_teacher_cache(
     folder: str | Path,
     teacher: torch.nn.Module,
@@ -162,36 +162,28 @@ def write_teacher_cache(
     (logits beyond it are padding rows and are dropped, never renormalised into).
     """
     folder = Path(folder)
-    np_dtype = {"float16": np.float16, "float32": np.float32}[dtype]
     k_eff = min(k, vocab_size)
     counts = [response_positions(ex.labels) for ex in examples]
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    n_tokens = int(offsets[-1])
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    ids_mm = np.lib.format.open_memmap(tmp / _IDS, mode="w+", dtype=np.int32, shape=(n_tokens, k_eff))
-    lp_mm = np.lib.format.open_memmap(tmp / _LOGPROBS, mode="w+", dtype=np_dtype, shape=(n_tokens, k_eff))
+    ids_mm = np.lib.format.open_memmap(tmp / _IDS, mode="w+", dtype=np.int32,
+                                       shape=(int(offsets[-1]), k_eff))
+    lp_mm = np.lib.format.open_memmap(tmp / _LOGPROBS, mode="w+", dtype=_NP_DTYPES[dtype],
+                                      shape=(int(offsets[-1]), k_eff))
     was_training = teacher.training
     teacher.eval()
-    device = next(teacher.parameters()).device
     # Longest first in batches of similar length: less padding, and an OOM shows up at once.
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
     from tqdm.auto import tqdm
 
     for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="teacher cache"):
         rows = order[start : start + batch_size]
-        batch = collate([examples[i] for i in rows])
-        input_ids = batch["input_ids"].to(device)
-        logits = teacher(input_ids=input_ids, attention_mask=batch["attention_mask"].to(device)).logits
-        logits = logits[:, :-1, :vocab_size].float()  # [B, L-1, V]
-        mask = batch["labels"][:, 1:].to(device) != -100  # [B, L-1]
-        logprobs = torch.log_softmax(logits[mask], dim=-1)  # [T, V]
-        top_lp, top_ids = logprobs.topk(k_eff, dim=-1)  # [T, k]
-        top_lp, top_ids = top_lp.cpu().numpy(), top_ids.cpu().numpy()
+        top_ids, top_lp = _top_k(teacher, collate([examples[i] for i in rows]), vocab_size, k_eff)
         seen = 0
-        for i in rows:
+        for i in rows:  # the batch's response tokens come example by example, in row order
             n = counts[i]
             ids_mm[offsets[i] : offsets[i] + n] = top_ids[seen : seen + n]
             lp_mm[offsets[i] : offsets[i] + n] = top_lp[seen : seen + n]
@@ -200,19 +192,40 @@ def write_teacher_cache(
     lp_mm.flush()
     del ids_mm, lp_mm
     teacher.train(was_training)
-    header = {
-        "spectrumkd": "teacher_cache",
-        "k": k_eff,
-        "k_requested": k,
-        "dtype": dtype,
-        "vocab_size": vocab_size,
-        "n_tokens": n_tokens,
-        **{key: (fingerprint or {}).get(key) for key in FINGERPRINT_KEYS},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "examples": [[ex.id, int(offsets[i]), counts[i]] for i, ex in enumerate(examples)],
-    }
+    header = _header(examples, counts, offsets, k=k_eff, k_requested=k, dtype=dtype,
+                     vocab_size=vocab_size, fingerprint=fingerprint)
     (tmp / _INDEX).write_text(json.dumps(header), encoding="utf-8")
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
     return TeacherCache.open(folder)
+
+
+
+@torch.no_grad()
+def _top_k(teacher: torch.nn.Module, batch: dict, vocab_size: int, k: int):
+    """``(ids, log-probs)``, numpy ``[T, k]`` each, of the batch's T response tokens, row-major."""
+    device = next(teacher.parameters()).device
+    input_ids = batch["input_ids"].to(device)
+    logits = teacher(input_ids=input_ids, attention_mask=batch["attention_mask"].to(device)).logits
+    logits = logits[:, :-1, :vocab_size].float()  # [B, L-1, V]
+    mask = batch["labels"][:, 1:].to(device) != -100  # [B, L-1]
+    logprobs = torch.log_softmax(logits[mask], dim=-1)  # [T, V]
+    top_lp, top_ids = logprobs.topk(k, dim=-1)  # [T, k]
+    return top_ids.cpu().numpy(), top_lp.cpu().numpy()
+
+
+def _header(examples: Sequence, counts: list[int], offsets, *, k: int, k_requested: int,
+            dtype: str, vocab_size: int, fingerprint: dict | None) -> dict:
+    """``index.json``: what was cached, for which model and data, and where each example's rows are."""
+    return {
+        "spectrumkd": "teacher_cache",
+        "k": k,
+        "k_requested": k_requested,
+        "dtype": dtype,
+        "vocab_size": vocab_size,
+        "n_tokens": int(offsets[-1]),
+        **{key: (fingerprint or {}).get(key) for key in FINGERPRINT_KEYS},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "examples": [[ex.id, int(offsets[i]), counts[i]] for i, ex in enumerate(examples)],
+    }

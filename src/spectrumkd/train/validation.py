@@ -19,7 +19,8 @@ import torch
 from spectrumkd.data import Collator, Example
 from spectrumkd.evaluate.generation import generate
 from spectrumkd.evaluate.rouge import mean_rouge_l
-from spectrumkd.losses import kd_loss, shared_vocab_logits
+from spectrumkd.train.config import LossConfig
+from spectrumkd.train.micro_loss import micro_loss
 
 __all__ = ["validate"]
 
@@ -30,40 +31,24 @@ def validate(
     tokenizer,
     examples: Sequence[Example],
     *,
+    loss: LossConfig | None = None,
     teacher=None,
     temperature: float = 1.0,
-    loss_kwargs: dict | None = None,
     max_new_tokens: int = 32,
     batch_size: int = 8,
 ) -> dict[str, float]:
-    """``{"val_loss", "val_ce", "val_rougeL"}`` of ``student`` on ``examples``."""
+    """``{"val_loss", "val_ce", "val_rougeL"}`` of ``student`` on ``examples``.
+
+    ``val_loss`` is the training objective ``loss`` (the loop's own
+    :func:`~spectrumkd.train.micro_loss.micro_loss`) at ``temperature`` with ``teacher``; CE alone
+    without a teacher or without ``loss``.
+    """
     was_training = student.training
     student.eval()
-    collate = Collator(tokenizer.pad_token_id)
-    device = next(student.parameters()).device
-    vocab = len(tokenizer)
-    loss_kwargs = dict(loss_kwargs or {})
-    ce_sum = loss_sum = 0.0
-    n_tokens = 0
     try:
-        for start in range(0, len(examples), batch_size):
-            batch = collate(list(examples[start : start + batch_size]))
-            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-            labels = batch["labels"][:, 1:].to(device)  # [B, L-1]
-            count = int((labels != -100).sum())
-            s_logits = student(input_ids=ids, attention_mask=mask).logits[:, :-1]
-            if teacher is not None and loss_kwargs.get("divergence", "none") != "none":
-                t_logits = teacher(input_ids=ids, attention_mask=mask).logits[:, :-1]
-                s_logits, t_logits = shared_vocab_logits(s_logits, t_logits, vocab)
-                out = kd_loss(s_logits, t_logits, labels, temperature=temperature,
-                              num_tokens=count, **loss_kwargs)
-                loss_sum += float(out.total) * count
-            else:
-                out = kd_loss(s_logits[..., :vocab], None, labels, divergence="none",
-                              ce_weight=1.0, num_tokens=count)
-                loss_sum += float(out.ce) * count
-            ce_sum += float(out.ce) * count
-            n_tokens += count
+        val_loss, val_ce = _mean_losses(student, tokenizer, examples, loss or LossConfig(mode="sft"),
+                                        teacher=teacher, temperature=temperature,
+                                        batch_size=batch_size)
         answers = generate(
             student, tokenizer, [ex.prompt for ex in examples], do_sample=False,
             max_new_tokens=max_new_tokens, batch_size=batch_size, no_repeat_ngram_size=0,
@@ -71,8 +56,22 @@ def validate(
     finally:
         student.train(was_training)
     refs = [ex.references or [ex.response or ""] for ex in examples]
-    return {
-        "val_loss": loss_sum / max(n_tokens, 1),
-        "val_ce": ce_sum / max(n_tokens, 1),
-        "val_rougeL": mean_rouge_l(answers, refs),
-    }
+    return {"val_loss": val_loss, "val_ce": val_ce, "val_rougeL": mean_rouge_l(answers, refs)}
+
+
+def _mean_losses(student, tokenizer, examples, loss: LossConfig, *, teacher, temperature: float,
+                 batch_size: int) -> tuple[float, float]:
+    """Token-weighted means of the objective and of CE over ``examples``, batch by batch."""
+    collate = Collator(tokenizer.pad_token_id)
+    device = next(student.parameters()).device
+    loss_sum = ce_sum = 0.0
+    n_tokens = 0
+    for start in range(0, len(examples), batch_size):
+        batch = collate(list(examples[start : start + batch_size]))
+        count = int((batch["labels"][:, 1:] != -100).sum())
+        out = micro_loss(student, batch, loss=loss, temperature=temperature, num_tokens=count,
+                         vocab=len(tokenizer), device=device, teacher=teacher)
+        loss_sum += float(out.total) * count
+        ce_sum += float(out.ce) * count
+        n_tokens += count
+    return loss_sum / max(n_tokens, 1), ce_sum / max(n_tokens, 1)
