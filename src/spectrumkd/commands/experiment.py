@@ -24,5 +24,6 @@ def run(args: argparse.Namespace) -> int:
 
     results = run_experiment(args.config, args.out, args.overrides)
     print(render_markdown(results), end="")
-    print(f"wrote {args.out}/results.json")
+    suffix = "" if results["checkpoint"] == "best" else f"-{results['checkpoint']}"
+    print(f"wrote {args.out}/results{suffix}.json")
     return 0
