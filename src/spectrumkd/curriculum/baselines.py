@@ -22,9 +22,12 @@ import numpy as np
 
 from spectrumkd import SpectrumKDError
 from spectrumkd.curriculum.plan import EpochPlan, Plan
+from spectrumkd.curriculum.spec import PlanSpec
 from spectrumkd.curriculum.spectrum import Spectrum, check_lambda, floor_count
 
 __all__ = ["full_plan", "static_plan", "babystep_plan", "onepass_plan", "stage_of_epochs"]
+
+_DEFAULT = PlanSpec()
 
 
 def _plan_from_ranges(
@@ -60,8 +63,8 @@ def full_plan(spectrum: Spectrum, temps: list[float], params: dict | None = None
 
 
 def static_plan(
-    spectrum: Spectrum, temps: list[float], low: float = 0.0, high: float = 0.8,
-    params: dict | None = None,
+    spectrum: Spectrum, temps: list[float], low: float = _DEFAULT.static_range[0],
+    high: float = _DEFAULT.static_range[1], params: dict | None = None,
 ) -> Plan:
     """The band ``[floor(low·N), floor(high·N))`` of the spectrum every epoch.
 
@@ -117,12 +120,12 @@ def _bucket_bounds(n: int, buckets: int) -> list[tuple[int, int]]:
 
 
 def babystep_plan(
-    spectrum: Spectrum, temps: list[float], buckets: int = 3,
-    epochs_per_stage: int | None = None, params: dict | None = None,
+    spectrum: Spectrum, temps: list[float], buckets: int = _DEFAULT.buckets,
+    epochs_per_stage: int | None = _DEFAULT.epochs_per_stage, params: dict | None = None,
 ) -> Plan:
     """TCL Baby Step: stage ``s`` trains on buckets ``1..s`` (cumulative)."""
+    stages = stage_of_epochs(len(temps), buckets, epochs_per_stage, allow_tail=True)  # checks buckets
     bounds = _bucket_bounds(spectrum.n_total, buckets)
-    stages = stage_of_epochs(len(temps), buckets, epochs_per_stage, allow_tail=True)
     ranges = [(0, bounds[s][1]) for s in stages]
     p = {"curriculum": "babystep", "buckets": buckets, "epochs_per_stage": epochs_per_stage,
          **(params or {})}
@@ -130,12 +133,12 @@ def babystep_plan(
 
 
 def onepass_plan(
-    spectrum: Spectrum, temps: list[float], buckets: int = 3,
-    epochs_per_stage: int | None = None, params: dict | None = None,
+    spectrum: Spectrum, temps: list[float], buckets: int = _DEFAULT.buckets,
+    epochs_per_stage: int | None = _DEFAULT.epochs_per_stage, params: dict | None = None,
 ) -> Plan:
     """TCL One-Pass: stage ``s`` trains on bucket ``s`` alone."""
-    bounds = _bucket_bounds(spectrum.n_total, buckets)
     stages = stage_of_epochs(len(temps), buckets, epochs_per_stage, allow_tail=False)
+    bounds = _bucket_bounds(spectrum.n_total, buckets)
     ranges = [bounds[s] for s in stages]
     p = {"curriculum": "onepass", "buckets": buckets, "epochs_per_stage": epochs_per_stage,
          **(params or {})}
