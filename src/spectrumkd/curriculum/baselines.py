@@ -119,17 +119,23 @@ def _bucket_bounds(n: int, buckets: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
+def _tcl_plan(kind: str, spectrum: Spectrum, temps: list[float], buckets: int,
+              epochs_per_stage: int | None, params: dict | None) -> Plan:
+    cumulative = kind == "babystep"  # Baby Step keeps the earlier buckets; One-Pass drops them
+    stages = stage_of_epochs(len(temps), buckets, epochs_per_stage, allow_tail=cumulative)
+    bounds = _bucket_bounds(spectrum.n_total, buckets)  # after the check that buckets >= 1
+    ranges = [(0, bounds[s][1]) if cumulative else bounds[s] for s in stages]
+    p = {"curriculum": kind, "buckets": buckets, "epochs_per_stage": epochs_per_stage,
+         **(params or {})}
+    return _plan_from_ranges(spectrum, ranges, temps, p)
+
+
 def babystep_plan(
     spectrum: Spectrum, temps: list[float], buckets: int = _DEFAULT.buckets,
     epochs_per_stage: int | None = _DEFAULT.epochs_per_stage, params: dict | None = None,
 ) -> Plan:
     """TCL Baby Step: stage ``s`` trains on buckets ``1..s`` (cumulative)."""
-    stages = stage_of_epochs(len(temps), buckets, epochs_per_stage, allow_tail=True)  # checks buckets
-    bounds = _bucket_bounds(spectrum.n_total, buckets)
-    ranges = [(0, bounds[s][1]) for s in stages]
-    p = {"curriculum": "babystep", "buckets": buckets, "epochs_per_stage": epochs_per_stage,
-         **(params or {})}
-    return _plan_from_ranges(spectrum, ranges, temps, p)
+    return _tcl_plan("babystep", spectrum, temps, buckets, epochs_per_stage, params)
 
 
 def onepass_plan(
@@ -137,9 +143,4 @@ def onepass_plan(
     epochs_per_stage: int | None = _DEFAULT.epochs_per_stage, params: dict | None = None,
 ) -> Plan:
     """TCL One-Pass: stage ``s`` trains on bucket ``s`` alone."""
-    stages = stage_of_epochs(len(temps), buckets, epochs_per_stage, allow_tail=False)
-    bounds = _bucket_bounds(spectrum.n_total, buckets)
-    ranges = [bounds[s] for s in stages]
-    p = {"curriculum": "onepass", "buckets": buckets, "epochs_per_stage": epochs_per_stage,
-         **(params or {})}
-    return _plan_from_ranges(spectrum, ranges, temps, p)
+    return _tcl_plan("onepass", spectrum, temps, buckets, epochs_per_stage, params)

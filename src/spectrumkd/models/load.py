@@ -68,6 +68,18 @@ def _split_gguf(spec: str, gguf_file: str | None) -> tuple[str, str | None]:
     return spec, gguf_file
 
 
+def _from_pretrained(auto_class, what: str, spec: str, gguf_file: str | None, **kwargs):
+    """``(auto_class.from_pretrained(...), gguf_file)`` for a hub id, folder or GGUF spec; a
+    missing or unreadable model is a one-line error naming ``spec``."""
+    source, gguf_file = _split_gguf(spec, gguf_file)
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
+    try:
+        return auto_class.from_pretrained(source, **kwargs), gguf_file
+    except OSError as exc:
+        raise SpectrumKDError(f"cannot load {what} {spec!r}: {exc}") from exc
+
+
 def load_model(
     spec: str,
     *,
@@ -91,14 +103,8 @@ def load_model(
         return model.to(device)
     from transformers import AutoModelForCausalLM
 
-    source, gguf_file = _split_gguf(spec, gguf_file)
-    kwargs = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
-    if gguf_file is not None:
-        kwargs["gguf_file"] = gguf_file
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except OSError as exc:
-        raise SpectrumKDError(f"cannot load model {spec!r}: {exc}") from exc
+    model, gguf_file = _from_pretrained(AutoModelForCausalLM, "model", spec, gguf_file,
+                                        dtype=torch_dtype, trust_remote_code=trust_remote_code)
     if gguf_file is not None:
         _clear_quantizer(model)
     return model.to(device).eval()
@@ -124,14 +130,8 @@ def load_tokenizer(
     else:
         from transformers import AutoTokenizer
 
-        source, gguf_file = _split_gguf(spec, gguf_file)
-        kwargs: dict = {"trust_remote_code": trust_remote_code}
-        if gguf_file is not None:
-            kwargs["gguf_file"] = gguf_file
-        try:
-            tok = AutoTokenizer.from_pretrained(source, **kwargs)
-        except OSError as exc:
-            raise SpectrumKDError(f"cannot load tokenizer {spec!r}: {exc}") from exc
+        tok, _ = _from_pretrained(AutoTokenizer, "tokenizer", spec, gguf_file,
+                                  trust_remote_code=trust_remote_code)
     return ensure_pad_token(tok, name=spec)
 
 
