@@ -134,3 +134,11 @@ def test_concat_parts_in_order_with_checksum(tmp_path):
 def test_smollm2_path_is_found_or_none():
     path = smollm2_gguf_path()
     assert path is None or (path.is_file() and path.name == "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def test_describe_is_the_one_spelling_of_a_model_name():
+    from spectrumkd.models import describe
+
+    assert describe("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
+    assert describe("qwen2.5-coder-0.5b", prune_layers=[0, 3, 6]) == "qwen2.5-coder-0.5b?keep=0,3,6"
+    assert describe("models/smol", gguf_file="m.gguf") == "models/smol/m.gguf"

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spectrumkd import SpectrumKDError
+from spectrumkd.evaluate.sets import SUITE_SETS
 
 __all__ = ["EvalOptions", "evaluate", "SUITES", "DEFAULT_SEEDS"]
 
-SUITES = ("instruct", "math", "code")
-DEFAULT_SEEDS = (10, 20, 30, 40, 50)
+SUITES = tuple(SUITE_SETS)  # instruct, math, code
+DEFAULT_SEEDS = (10, 20, 30, 40, 50)  # generation.INSTRUCT_SEEDS; that module imports torch
 
 
 @dataclass
