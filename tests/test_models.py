@@ -98,6 +98,24 @@ def test_check_same_tokenizer_reports_differences():
         check_same_tokenizer(a, b)
 
 
+class _Tok:
+    def __init__(self, vocab):
+        self.vocab = vocab
+
+    def get_vocab(self):
+        return dict(self.vocab)
+
+
+def test_tokenizer_check_names_the_differing_token():
+    """Moved from tests/losses/test_vocab.py with the check (losses.check_tokenizers_match)."""
+    a = _Tok({"<s>": 0, "hello": 1, "world": 2})
+    assert check_same_tokenizer(a, _Tok({"world": 2, "<s>": 0, "hello": 1})) == 3
+    with pytest.raises(SpectrumKDError, match="token '(hello|world)' has id"):
+        check_same_tokenizer(a, _Tok({"<s>": 0, "hello": 2, "world": 1}))
+    with pytest.raises(SpectrumKDError, match="tokenizers differ"):
+        check_same_tokenizer(a, _Tok({"<s>": 0, "hello": 1}))
+
+
 def test_concat_parts_in_order_with_checksum(tmp_path):
     parts = []
     for n in range(1, 12):  # part10 must come after part9: numeric order, not text order
@@ -116,3 +134,11 @@ def test_concat_parts_in_order_with_checksum(tmp_path):
 def test_smollm2_path_is_found_or_none():
     path = smollm2_gguf_path()
     assert path is None or (path.is_file() and path.name == "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def test_describe_is_the_one_spelling_of_a_model_name():
+    from spectrumkd.models import describe
+
+    assert describe("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
+    assert describe("qwen2.5-coder-0.5b", prune_layers=[0, 3, 6]) == "qwen2.5-coder-0.5b?keep=0,3,6"
+    assert describe("models/smol", gguf_file="m.gguf") == "models/smol/m.gguf"

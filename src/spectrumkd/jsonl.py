@@ -19,7 +19,7 @@ from pathlib import Path
 
 from spectrumkd import SpectrumKDError
 
-__all__ = ["iter_jsonl", "iter_lines", "parse_line"]
+__all__ = ["has_torn_tail", "iter_jsonl", "iter_lines", "parse_line"]
 
 
 _BLANK = object()
@@ -53,8 +53,10 @@ def parse_line(raw: bytes, path: Path, lineno: int) -> dict | None:
     return obj
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+def iter_jsonl(path: str | os.PathLike, *, skip_torn: bool = False) -> Iterator[tuple[int, dict]]:
     """``(1-based line number, object)`` for each non-blank line; every line must be an object.
+    With ``skip_torn``, a last line without its newline (a write cut short, see
+    :func:`has_torn_tail`) is passed over instead of parsed.
 
     >>> import tempfile
     >>> p = Path(tempfile.mkdtemp()) / "x.jsonl"
@@ -69,6 +71,8 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """
     path = Path(path)
     for lineno, raw in iter_lines(path):
+        if skip_torn and not raw.endswith(b"\n"):
+            return  # only the last line can lack its newline
         obj = parse_line(raw, path, lineno)
         if obj is not None:
             yield lineno, obj
@@ -99,3 +103,13 @@ def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
                 raise SpectrumKDError(f"{path}:{lineno + 1}: {what} ({exc})") from None
             lineno += 1
             yield lineno, raw
+
+
+def has_torn_tail(path: str | os.PathLike) -> bool:
+    """True when a non-empty (uncompressed) file does not end in a newline: its last append was
+    cut short, and readers that resume it pass that line over."""
+    with open(path, "rb") as handle:
+        if handle.seek(0, os.SEEK_END) == 0:
+            return False
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) != b"\n"

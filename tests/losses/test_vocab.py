@@ -1,18 +1,10 @@
-"""Shared-vocabulary slicing and the tokenizer check."""
+"""Shared-vocabulary slicing (the tokenizer check is tested with ``models`` in test_models.py)."""
 
 import pytest
 import torch
 
 from spectrumkd import SpectrumKDError
-from spectrumkd.losses import check_tokenizers_match, kd_loss, shared_vocab_logits
-
-
-class _Tok:
-    def __init__(self, vocab):
-        self.vocab = vocab
-
-    def get_vocab(self):
-        return dict(self.vocab)
+from spectrumkd.losses import kd_loss, shared_vocab_logits
 
 
 def test_slices_to_shared_length_never_pads():
@@ -24,12 +16,3 @@ def test_slices_to_shared_length_never_pads():
     assert torch.isfinite(kd_loss(s2, t2, y).total)
     with pytest.raises(SpectrumKDError, match="cannot share"):
         shared_vocab_logits(s, t, 152000)
-
-
-def test_tokenizer_check_names_the_differing_token():
-    a = _Tok({"<s>": 0, "hello": 1, "world": 2})
-    assert check_tokenizers_match(a, _Tok({"world": 2, "<s>": 0, "hello": 1})) == 3
-    with pytest.raises(SpectrumKDError, match="token '(hello|world)' has id"):
-        check_tokenizers_match(a, _Tok({"<s>": 0, "hello": 2, "world": 1}))
-    with pytest.raises(SpectrumKDError, match="tokenizers differ"):
-        check_tokenizers_match(a, _Tok({"<s>": 0, "hello": 1}))

@@ -1,4 +1,8 @@
-"""``spectrumkd plan``: scores file → plan file, with a short human summary. Never imports torch."""
+"""``spectrumkd plan``: scores file → plan file, with a short human summary. Never imports torch.
+
+The plan options are the fields of :class:`spectrumkd.curriculum.PlanSpec` (their docstrings are
+the help texts, their defaults the paper's); the plan itself is ``make_plan_from_spec``.
+"""
 
 from __future__ import annotations
 
@@ -6,90 +10,45 @@ import argparse
 import time
 import warnings
 
+from spectrumkd.commands.options import add_field_options, fields_from_args, out_file
+
 HELP = "Build a curriculum plan (SpectrumKD sliding window or a baseline) from a scores file."
 
-
-def _lambda(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _band(text: str) -> tuple[float, float]:
-    try:
-        low, high = (float(x) for x in text.split(":"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LOW:HIGH such as 0.1:0.9, got {text!r}") from None
-    return low, high
+# Spellings the options had before they were built from PlanSpec's fields.
+ALIASES = {"kind": ("--baseline",), "warmup_epochs": ("--warmup",)}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from spectrumkd.curriculum import DIRECTIONS, KINDS, STEPS
+    from spectrumkd.curriculum.spec import PlanSpec
 
     p.add_argument("--scores", required=True, help="scores JSON Lines file (header optional)")
     p.add_argument("--out", required=True, help="plan JSON to write")
-    p.add_argument("--epochs", type=int, default=25, help="number of epochs n (default 25)")
-    p.add_argument("--warmup", type=int, default=5, help="warm-up epochs k (default 5)")
-    p.add_argument("--lambda-a", type=_lambda, default=0.1, help="early/late zone share λa")
-    lam = p.add_mutually_exclusive_group()
-    lam.add_argument("--lambda-b", type=_lambda, default=0.1, help="excluded zone share λb")
-    lam.add_argument("--lambda", dest="lambda_mode", choices=["auto"],
-                     help="auto: λa and λb from a log-normal fit of the scores")
-    p.add_argument("--step", default="adaptive", help=f"window step: {' | '.join(STEPS)}")
-    p.add_argument("--direction", default="forward", help=f"{' | '.join(DIRECTIONS)}")
-    p.add_argument("--tau0", type=float, default=1.0, help="temperature at epoch 1 (default 1)")
-    p.add_argument("--taun", type=float, default=2.0, help="temperature at epoch n (default 2)")
-    p.add_argument("--temperature-schedule", default="linear", choices=["linear", "constant"],
-                   help="constant keeps τ0 throughout")
-    p.add_argument("--baseline", choices=[k for k in KINDS if k != "spectrumkd"],
-                   help="build a baseline plan instead of the SpectrumKD window")
-    p.add_argument("--static-range", type=_band, default=(0.0, 0.8), metavar="LOW:HIGH",
-                   help="static baseline band of the sorted spectrum (default 0.0:0.8)")
-    p.add_argument("--buckets", type=_positive, default=3, help="TCL buckets (default 3)")
-    p.add_argument("--epochs-per-stage", type=int, default=None,
-                   help="TCL epochs per stage (default: split the epochs evenly)")
+    add_field_options(p, PlanSpec, aliases=ALIASES)
+    p.add_argument("--lambda", dest="auto_lambda", type=_auto, metavar="auto",
+                   help="--lambda auto is --auto-lambda")
+
+
+def _auto(text: str) -> bool:
+    if text != "auto":
+        raise argparse.ArgumentTypeError(f"expected auto, got {text!r}")
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from spectrumkd.curriculum import PlanSpec, PoorFitWarning, make_plan_from_spec, read_scores
 
-    from spectrumkd import SpectrumKDError
-    from spectrumkd.curriculum import PoorFitWarning, make_plan, read_scores
-
-    if Path(args.out).is_dir():
-        raise SpectrumKDError(f"--out {args.out}: is a directory; name the plan file, e.g. "
-                              f"{Path(args.out) / 'plan.json'}")
+    out = out_file(args.out, what="plan file", example="plan.json")
+    spec = PlanSpec(**fields_from_args(PlanSpec, args))
     scores = read_scores(args.scores)
-    auto = args.lambda_mode == "auto"
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PoorFitWarning)
-        plan = make_plan(
-            args.baseline or "spectrumkd", scores.ids, scores.scores,
-            epochs=args.epochs, warmup=args.warmup,
-            lambda_a="auto" if auto else args.lambda_a,
-            lambda_b="auto" if auto else args.lambda_b,
-            step=args.step, direction=args.direction, tau0=args.tau0, taun=args.taun,
-            temperature_schedule=args.temperature_schedule,
-            static_low=args.static_range[0], static_high=args.static_range[1],
-            buckets=args.buckets, epochs_per_stage=args.epochs_per_stage,
-        )
+        plan = make_plan_from_spec(spec, scores.ids, scores.scores)
     plan_seconds = time.perf_counter() - t0
     plan.params["scores_file"] = str(args.scores)
     if scores.header:
         plan.params["scores_header"] = scores.header
-    plan.save(args.out)
+    plan.save(out)
     print(summary(plan, scores.ids, scores.scores))
     for w in caught:
         print(f"warning: {w.message}")

@@ -14,6 +14,8 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+from spectrumkd.commands.options import out_file, positive_int
+
 HELP = "Score every training example's difficulty with the untrained student (one forward pass)."
 
 
@@ -26,17 +28,10 @@ def _field(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from spectrumkd.data.templates import TEMPLATES
+    from spectrumkd.scoring.metrics import METRICS, REDUCTIONS
+
     p.add_argument("--model", required=True,
                    help="hub id, local folder, .gguf file, or tiny-random:llama|gpt2[?layers=2&hidden=64]")
     p.add_argument("--gguf-file", default=None, help="GGUF file name inside the --model folder")
@@ -44,16 +39,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="train", help="hub dataset split (default train)")
     p.add_argument("--field", type=_field, action="append", default=[], metavar="KEY=COLUMN",
                    help="map a column, e.g. --field instruction=prompt (repeatable)")
-    p.add_argument("--template", default="dolly", choices=["dolly", "math", "code", "chat", "raw"],
+    p.add_argument("--template", default="dolly", choices=TEMPLATES,
                    help="prompt template (default dolly: the paper's Figure 5 / MiniLLM)")
     p.add_argument("--few-shot", default=None, metavar="FILE",
                    help="math template: draw few-shot examples from this training file")
     p.add_argument("--num-shots", type=int, default=8, help="few-shot examples (default 8)")
-    p.add_argument("--metric", default="ce", choices=["ce", "entropy", "rougel", "length"],
+    p.add_argument("--metric", default="ce", choices=METRICS,
                    help="difficulty metric (default ce)")
-    p.add_argument("--reduction", default="mean", choices=["mean", "sum"],
+    p.add_argument("--reduction", default="mean", choices=REDUCTIONS,
                    help="per-example reduction over response tokens (default mean)")
-    p.add_argument("--batch-tokens", type=_positive, default=4096,
+    p.add_argument("--batch-tokens", type=positive_int, default=4096,
                    help="padded tokens per batch, rows × longest (default 4096)")
     p.add_argument("--max-prompt-length", type=int, default=256, help="drop longer prompts (256)")
     p.add_argument("--max-length", type=int, default=512, help="drop longer examples (512)")
@@ -88,12 +83,7 @@ def _init_distributed() -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from spectrumkd import SpectrumKDError
-
-    out = Path(args.out)
-    if out.is_dir() or args.out.endswith(os.sep):
-        raise SpectrumKDError(f"--out {args.out}: is a directory; name the scores file, e.g. "
-                              f"{out / 'scores.jsonl'}")
+    out_file(args.out, what="scores file", example="scores.jsonl")
     rank, local_rank = _init_distributed()
     try:
         return _score(args, rank, local_rank)
@@ -108,7 +98,7 @@ def _score(args: argparse.Namespace, rank: int, local_rank: int) -> int:
     from spectrumkd import SpectrumKDError
     from spectrumkd.data import build_examples, load_records, math_few_shot, write_dropped
     from spectrumkd.fileio import file_lock
-    from spectrumkd.models import cached_gguf_folder, load_model, load_tokenizer
+    from spectrumkd.models import cached_gguf_folder, describe, load_model, load_tokenizer
     from spectrumkd.scoring import run_scoring
 
     device = args.device
@@ -152,7 +142,7 @@ def _score(args: argparse.Namespace, rank: int, local_rank: int) -> int:
         t1 = time.perf_counter()
         scores = run_scoring(
             model, examples, out,
-            model_name=args.model + (f"::{args.gguf_file}" if args.gguf_file else ""),
+            model_name=describe(args.model, gguf_file=args.gguf_file),
             template=args.template, max_length=args.max_length,
             max_prompt_length=args.max_prompt_length, metric=args.metric,
             reduction=args.reduction, batch_tokens=args.batch_tokens, overwrite=args.overwrite,

@@ -7,23 +7,12 @@ are the help texts); the build itself is :func:`spectrumkd.train.student.build_s
 from __future__ import annotations
 
 import argparse
-import ast
-import inspect
 from dataclasses import MISSING, fields
+
+from spectrumkd.commands.options import field_docs
 
 HELP = ("Make a student from a teacher: drop the least important block of decoder layers "
         "(measured on calibration text), heal it with a short KD run, write DIR/student.json.")
-
-
-def _field_docs(cls) -> dict[str, str]:
-    """Attribute docstrings of a dataclass (the string literal under each field)."""
-    body = ast.parse(inspect.getsource(cls)).body[0].body
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(
-                getattr(nxt, "value", None), ast.Constant) and isinstance(nxt.value.value, str):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
 
 
 def _parse_type(annotation: str):
@@ -37,7 +26,7 @@ def _parse_type(annotation: str):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from spectrumkd.train.student import StudentConfig
 
-    docs = _field_docs(StudentConfig)
+    docs = field_docs(StudentConfig)
     for f in fields(StudentConfig):
         default = f.default if f.default is not MISSING else None
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=default,

@@ -24,12 +24,14 @@ from spectrumkd.curriculum.analyzer import (
     fit_lognormal,
 )
 from spectrumkd.curriculum.baselines import babystep_plan, full_plan, onepass_plan, static_plan
-from spectrumkd.curriculum.builder import KINDS, make_plan, spectrumkd_plan
+from spectrumkd.curriculum.builder import make_plan, make_plan_from_spec, spectrumkd_plan
 from spectrumkd.curriculum.plan import EpochPlan, Plan
 from spectrumkd.curriculum.schedule import DIRECTIONS, STEPS, window_starts
 from spectrumkd.curriculum.scores import ScoresFile, read_scores, validate_scores
+from spectrumkd.curriculum.spec import KIND_ALIASES, KINDS, PlanSpec, plan_keywords
 from spectrumkd.curriculum.spectrum import ZONES, Spectrum, build_spectrum
 from spectrumkd.curriculum.temperature import (
+    SCHEDULES,
     constant_temperatures,
     linear_temperatures,
     temperatures,
@@ -38,12 +40,15 @@ from spectrumkd.curriculum.temperature import (
 __all__ = [
     "DIRECTIONS",
     "KINDS",
+    "KIND_ALIASES",
+    "SCHEDULES",
     "STEPS",
     "ZONES",
     "AutoLambdas",
     "EpochPlan",
     "LogNormalFit",
     "Plan",
+    "PlanSpec",
     "PoorFitWarning",
     "ScoresFile",
     "Spectrum",
@@ -55,7 +60,9 @@ __all__ = [
     "full_plan",
     "linear_temperatures",
     "make_plan",
+    "make_plan_from_spec",
     "onepass_plan",
+    "plan_keywords",
     "read_scores",
     "spectrumkd_plan",
     "static_plan",

@@ -22,9 +22,12 @@ import numpy as np
 
 from spectrumkd import SpectrumKDError
 from spectrumkd.curriculum.plan import EpochPlan, Plan
+from spectrumkd.curriculum.spec import PlanSpec
 from spectrumkd.curriculum.spectrum import Spectrum, check_lambda, floor_count
 
 __all__ = ["full_plan", "static_plan", "babystep_plan", "onepass_plan", "stage_of_epochs"]
+
+_DEFAULT = PlanSpec()
 
 
 def _plan_from_ranges(
@@ -60,8 +63,8 @@ def full_plan(spectrum: Spectrum, temps: list[float], params: dict | None = None
 
 
 def static_plan(
-    spectrum: Spectrum, temps: list[float], low: float = 0.0, high: float = 0.8,
-    params: dict | None = None,
+    spectrum: Spectrum, temps: list[float], low: float = _DEFAULT.static_range[0],
+    high: float = _DEFAULT.static_range[1], params: dict | None = None,
 ) -> Plan:
     """The band ``[floor(low·N), floor(high·N))`` of the spectrum every epoch.
 
@@ -116,27 +119,28 @@ def _bucket_bounds(n: int, buckets: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
-def babystep_plan(
-    spectrum: Spectrum, temps: list[float], buckets: int = 3,
-    epochs_per_stage: int | None = None, params: dict | None = None,
-) -> Plan:
-    """TCL Baby Step: stage ``s`` trains on buckets ``1..s`` (cumulative)."""
-    bounds = _bucket_bounds(spectrum.n_total, buckets)
-    stages = stage_of_epochs(len(temps), buckets, epochs_per_stage, allow_tail=True)
-    ranges = [(0, bounds[s][1]) for s in stages]
-    p = {"curriculum": "babystep", "buckets": buckets, "epochs_per_stage": epochs_per_stage,
+def _tcl_plan(kind: str, spectrum: Spectrum, temps: list[float], buckets: int,
+              epochs_per_stage: int | None, params: dict | None) -> Plan:
+    cumulative = kind == "babystep"  # Baby Step keeps the earlier buckets; One-Pass drops them
+    stages = stage_of_epochs(len(temps), buckets, epochs_per_stage, allow_tail=cumulative)
+    bounds = _bucket_bounds(spectrum.n_total, buckets)  # after the check that buckets >= 1
+    ranges = [(0, bounds[s][1]) if cumulative else bounds[s] for s in stages]
+    p = {"curriculum": kind, "buckets": buckets, "epochs_per_stage": epochs_per_stage,
          **(params or {})}
     return _plan_from_ranges(spectrum, ranges, temps, p)
+
+
+def babystep_plan(
+    spectrum: Spectrum, temps: list[float], buckets: int = _DEFAULT.buckets,
+    epochs_per_stage: int | None = _DEFAULT.epochs_per_stage, params: dict | None = None,
+) -> Plan:
+    """TCL Baby Step: stage ``s`` trains on buckets ``1..s`` (cumulative)."""
+    return _tcl_plan("babystep", spectrum, temps, buckets, epochs_per_stage, params)
 
 
 def onepass_plan(
-    spectrum: Spectrum, temps: list[float], buckets: int = 3,
-    epochs_per_stage: int | None = None, params: dict | None = None,
+    spectrum: Spectrum, temps: list[float], buckets: int = _DEFAULT.buckets,
+    epochs_per_stage: int | None = _DEFAULT.epochs_per_stage, params: dict | None = None,
 ) -> Plan:
     """TCL One-Pass: stage ``s`` trains on bucket ``s`` alone."""
-    bounds = _bucket_bounds(spectrum.n_total, buckets)
-    stages = stage_of_epochs(len(temps), buckets, epochs_per_stage, allow_tail=False)
-    ranges = [bounds[s] for s in stages]
-    p = {"curriculum": "onepass", "buckets": buckets, "epochs_per_stage": epochs_per_stage,
-         **(params or {})}
-    return _plan_from_ranges(spectrum, ranges, temps, p)
+    return _tcl_plan("onepass", spectrum, temps, buckets, epochs_per_stage, params)

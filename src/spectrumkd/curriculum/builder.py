@@ -1,8 +1,10 @@
 """Build a plan from scores: the one entry point the CLI, the trainer and plug-in users call.
 
-``make_plan(kind, ids, scores, ...)`` sorts the scores into a spectrum, chooses λ (given or
+``make_plan_from_spec(spec, ids, scores)`` sorts the scores into a spectrum, chooses λ (given or
 automatic), and returns a :class:`~spectrumkd.curriculum.plan.Plan` for the SpectrumKD sliding
-window or one of the baselines. Nothing here reads or writes files.
+window or one of the baselines; the parameters are a :class:`~spectrumkd.curriculum.spec.PlanSpec`.
+``make_plan(kind, ids, scores, **options)`` is the keyword form of the same call. Nothing here
+reads or writes files.
 """
 
 from __future__ import annotations
@@ -14,21 +16,24 @@ from spectrumkd.curriculum.analyzer import PoorFitWarning, auto_lambdas
 from spectrumkd.curriculum.baselines import babystep_plan, full_plan, onepass_plan, static_plan
 from spectrumkd.curriculum.plan import EpochPlan, Plan
 from spectrumkd.curriculum.schedule import window_starts
+from spectrumkd.curriculum.spec import KINDS, PlanSpec, spec_from_keywords
 from spectrumkd.curriculum.spectrum import Spectrum, build_spectrum
 from spectrumkd.curriculum.temperature import temperatures
 
-__all__ = ["KINDS", "make_plan", "spectrumkd_plan"]
+__all__ = ["KINDS", "make_plan", "make_plan_from_spec", "spectrumkd_plan"]
 
-KINDS = ("spectrumkd", "full", "static", "babystep", "onepass")
+_DEFAULT = PlanSpec()
 
 
 def spectrumkd_plan(
-    spectrum: Spectrum, epochs: int = 25, warmup: int = 5, *, step: str = "adaptive",
-    direction: str = "forward", temps: list[float] | None = None, params: dict | None = None,
+    spectrum: Spectrum, epochs: int = _DEFAULT.epochs, warmup: int = _DEFAULT.warmup_epochs, *,
+    step: str = _DEFAULT.step, direction: str = _DEFAULT.direction,
+    temps: list[float] | None = None, params: dict | None = None,
 ) -> Plan:
     """The sliding-window plan: epoch ``j`` trains on sorted positions ``[w_j, w_j + M)``."""
     starts = window_starts(spectrum, epochs, warmup, step=step, direction=direction)
-    temps = temps if temps is not None else temperatures(epochs)
+    temps = temps if temps is not None else temperatures(
+        epochs, _DEFAULT.temperature_schedule, _DEFAULT.tau0, _DEFAULT.taun)
     m = spectrum.window_size
     # One list per distinct window, shared by the epochs that use it: 10^6 ids × 25 epochs would
     # otherwise copy 20M references. Treat EpochPlan.ids as read-only.
@@ -45,26 +50,10 @@ def spectrumkd_plan(
     )
 
 
-def make_plan(
-    kind: str,
-    ids: list,
-    scores,
-    *,
-    epochs: int = 25,
-    warmup: int = 5,
-    lambda_a: float | str = 0.1,
-    lambda_b: float | str = 0.1,
-    step: str = "adaptive",
-    direction: str = "forward",
-    tau0: float = 1.0,
-    taun: float = 2.0,
-    temperature_schedule: str = "linear",
-    static_low: float = 0.0,
-    static_high: float = 0.8,
-    buckets: int = 3,
-    epochs_per_stage: int | None = None,
-) -> Plan:
-    """Scores → spectrum → plan. ``lambda_a``/``lambda_b`` may be ``"auto"`` (log-normal fit).
+def make_plan(kind: str, ids: list, scores, **options) -> Plan:
+    """Scores → spectrum → plan; ``options`` are :class:`PlanSpec` fields (defaults and meanings
+    there) or the keyword spellings ``warmup`` (= ``warmup_epochs``) and ``static_low`` /
+    ``static_high`` (= ``static_range``). ``lambda_a``/``lambda_b`` may be ``"auto"``.
 
     The defaults are the paper's: 25 epochs, 5 warm-up, λa = λb = 0.1, τ 1 → 2, adaptive step.
 
@@ -79,9 +68,16 @@ def make_plan(
     >>> make_plan("static", ids, list(range(20)), epochs=2).subset_sizes()
     [16, 16]
     """
-    if kind not in KINDS:
-        raise SpectrumKDError(f"unknown curriculum {kind!r}; choose one of {', '.join(KINDS)}")
-    params: dict = {"tau0": tau0, "taun": taun, "temperature_schedule": temperature_schedule}
+    return make_plan_from_spec(spec_from_keywords(kind, **options), ids, scores)
+
+
+def make_plan_from_spec(spec: PlanSpec, ids: list, scores) -> Plan:
+    """The plan ``spec`` describes, for these ids and scores (the run config's curriculum section
+    is a :class:`PlanSpec` too)."""
+    kind = spec.resolved_kind()
+    lambda_a, lambda_b = spec.lambdas()
+    epochs, tau0, taun = spec.epochs, spec.tau0, spec.taun
+    params: dict = {"tau0": tau0, "taun": taun, "temperature_schedule": spec.temperature_schedule}
     if lambda_a == "auto" or lambda_b == "auto":
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", PoorFitWarning)
@@ -96,15 +92,16 @@ def make_plan(
         raise SpectrumKDError(f"lambda must be a number or 'auto', got {lambda_a!r}/{lambda_b!r}")
     spectrum = build_spectrum(ids, scores, lambda_a, lambda_b)
     params.update(lambda_a=spectrum.lambda_a, lambda_b=spectrum.lambda_b)
-    temps = temperatures(epochs, temperature_schedule, tau0, taun)
+    temps = temperatures(epochs, spec.temperature_schedule, tau0, taun)
     if kind == "spectrumkd":
-        return spectrumkd_plan(spectrum, epochs, warmup, step=step, direction=direction,
-                               temps=temps, params=params)
+        return spectrumkd_plan(spectrum, epochs, spec.warmup_epochs, step=spec.step,
+                               direction=spec.direction, temps=temps, params=params)
     params["epochs"] = epochs
     if kind == "full":
         return full_plan(spectrum, temps, params)
     if kind == "static":
-        return static_plan(spectrum, temps, static_low, static_high, params)
+        low, high = spec.static_range
+        return static_plan(spectrum, temps, low, high, params)
     if kind == "babystep":
-        return babystep_plan(spectrum, temps, buckets, epochs_per_stage, params)
-    return onepass_plan(spectrum, temps, buckets, epochs_per_stage, params)
+        return babystep_plan(spectrum, temps, spec.buckets, spec.epochs_per_stage, params)
+    return onepass_plan(spectrum, temps, spec.buckets, spec.epochs_per_stage, params)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from spectrumkd import SpectrumKDError
 from spectrumkd.curriculum.spectrum import ZONES
-from spectrumkd.fileio import atomic_write_text, read_text
+from spectrumkd.fileio import atomic_write_text, read_json
 
 __all__ = ["EpochPlan", "Plan"]
 
@@ -173,9 +173,5 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
-        path = Path(path)
-        try:
-            obj = json.loads(read_text(path, what="plan file"))  # missing / not UTF-8: one line
-        except json.JSONDecodeError as exc:
-            raise SpectrumKDError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-        return cls.from_dict(obj, source=str(path))
+        path = Path(path)  # missing, not UTF-8, not JSON: one line naming the file (and line)
+        return cls.from_dict(read_json(path, what="plan file", expect=object), source=str(path))

@@ -9,7 +9,9 @@ import math
 
 from spectrumkd import SpectrumKDError
 
-__all__ = ["linear_temperatures", "constant_temperatures", "temperatures"]
+__all__ = ["SCHEDULES", "linear_temperatures", "constant_temperatures", "temperatures"]
+
+SCHEDULES = ("linear", "constant")
 
 
 def _check_tau(name: str, tau: float) -> None:
@@ -52,4 +54,6 @@ def temperatures(epochs: int, schedule: str = "linear", tau0: float = 1.0, taun:
         return linear_temperatures(epochs, tau0, taun)
     if schedule == "constant":
         return constant_temperatures(epochs, tau0)
-    raise SpectrumKDError(f"unknown temperature schedule {schedule!r}; use linear or constant")
+    raise SpectrumKDError(
+        f"unknown temperature schedule {schedule!r}; use {' or '.join(SCHEDULES)}"
+    )

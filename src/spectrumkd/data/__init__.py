@@ -4,9 +4,14 @@
 ``build_examples`` renders a template, tokenizes ``prompt + response`` (response = output + EOS) with
 ``labels = -100`` on the prompt, and drops (never truncates) over-long examples; ``Collator`` pads a
 batch to its longest example. See DESIGN.md §3.
+
+``Collator`` (torch) loads on first use, so the formats and templates import without torch.
 """
 
-from spectrumkd.data.collate import Collator
+from __future__ import annotations
+
+from typing import Any
+
 from spectrumkd.data.formats import Record, load_records
 from spectrumkd.data.templates import TEMPLATES, math_few_shot, render_prompt
 from spectrumkd.data.tokenize import (
@@ -30,3 +35,11 @@ __all__ = [
     "tokenize_example",
     "write_dropped",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Collator":
+        from spectrumkd.data.collate import Collator
+
+        return Collator
+    raise AttributeError(f"module 'spectrumkd.data' has no attribute {name!r}")

@@ -56,6 +56,7 @@ from spectrumkd.evaluate.sets import (
     default_data_roots,
     load_set,
 )
+from spectrumkd.fileio import atomic_write_text, read_json
 
 JUDGE_PROTOCOL = "spectrumkd-judge/1"
 JUDGE_FILE = "judge.json"
@@ -352,22 +353,15 @@ def write_judge(out_dir: str | os.PathLike, report: dict, rows: list[dict]) -> P
         (VERDICTS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)),
         (JUDGE_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n"),
     ):
-        tmp = out_dir / (name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out_dir / name)
+        atomic_write_text(out_dir / name, text)
     return out_dir / JUDGE_FILE
 
 
 def read_judge(path: str | os.PathLike) -> dict:
     """Read and check a ``judge.json`` (``sets`` with a ``winning_rate`` each)."""
     path = Path(path)
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise SpectrumKDError(f"{path}: no such file") from exc
-    except json.JSONDecodeError as exc:
-        raise SpectrumKDError(f"{path}: not valid JSON ({exc.msg})") from exc
-    if not isinstance(report, dict) or report.get("spectrumkd") != "judge":
+    report = read_json(path, what="judge file")
+    if report.get("spectrumkd") != "judge":
         raise SpectrumKDError(f"{path}: not a spectrumkd judge file")
     for name, entry in report.get("sets", {}).items():
         if not isinstance(entry.get("winning_rate"), (int, float)):

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spectrumkd import SpectrumKDError
+from spectrumkd.evaluate.sets import SUITE_SETS
 
 __all__ = ["EvalOptions", "evaluate", "SUITES", "DEFAULT_SEEDS"]
 
-SUITES = ("instruct", "math", "code")
-DEFAULT_SEEDS = (10, 20, 30, 40, 50)
+SUITES = tuple(SUITE_SETS)  # instruct, math, code
+DEFAULT_SEEDS = (10, 20, 30, 40, 50)  # generation.INSTRUCT_SEEDS; that module imports torch
 
 
 @dataclass
@@ -71,7 +72,7 @@ def _load(opts: EvalOptions):
     if opts.model is None:
         return None, None, None, file_fingerprint(opts.completions), f"completions:{opts.completions}"
     from spectrumkd.evaluate.generation import GREEDY, INSTRUCT
-    from spectrumkd.models import load_model, load_tokenizer, model_fingerprint
+    from spectrumkd.models import describe, load_model, load_tokenizer, model_fingerprint
 
     _log(f"loading {opts.model} ...")
     model = load_model(opts.model, gguf_file=opts.gguf_file, dtype=opts.dtype, device=opts.device)
@@ -84,7 +85,7 @@ def _load(opts: EvalOptions):
         settings = GREEDY.with_(max_new_tokens=opts.max_new_tokens)
         if opts.suite == "math":
             settings = settings.with_(stop_strings=STOP_STRINGS)
-    name = opts.model + (f"#{opts.gguf_file}" if opts.gguf_file else "")
+    name = describe(opts.model, gguf_file=opts.gguf_file)
     return model, tokenizer, settings, model_fingerprint(model), name
 
 

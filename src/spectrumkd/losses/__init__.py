@@ -11,7 +11,7 @@ summed over unmasked tokens and divided by the caller's token count.
 - :mod:`.cross_entropy` — ``ce_and_gather``: CE and gathered logits from one logsumexp
   (analytic gradient), shared by the SFT and sparse paths.
 - :mod:`.sparse` — :func:`sparse_kd_loss` against top-k teacher targets, :func:`retemper`.
-- :mod:`.vocab` — :func:`shared_vocab_logits`, :func:`check_tokenizers_match`.
+- :mod:`.vocab` — :func:`shared_vocab_logits` (the tokenizer check: ``models.check_same_tokenizer``).
 """
 
 from spectrumkd.losses.chunked import (
@@ -34,13 +34,12 @@ from spectrumkd.losses.divergences import (
 )
 from spectrumkd.losses.objective import KDLoss, Preset, kd_loss, preset
 from spectrumkd.losses.sparse import retemper, sparse_kd_loss, topk_teacher
-from spectrumkd.losses.vocab import check_tokenizers_match, shared_vocab_logits
+from spectrumkd.losses.vocab import shared_vocab_logits
 
 __all__ = [
     "DIVERGENCES",
     "KDLoss",
     "Preset",
-    "check_tokenizers_match",
     "chunked_kd_loss",
     "default_chunk_size",
     "default_fused_chunk_size",

@@ -1,7 +1,7 @@
 """Models: load (hub id, folder, GGUF, tiny random), save, fingerprint, prune, build students.
 
 - :mod:`~spectrumkd.models.load`: ``load_model`` / ``load_tokenizer`` / ``save_model`` /
-  ``model_fingerprint`` / ``check_same_tokenizer``.
+  ``model_fingerprint`` / ``check_same_tokenizer`` / ``describe``.
 - :mod:`~spectrumkd.models.tiny`: tiny random models and tokenizer built in-process (tests).
 - :mod:`~spectrumkd.models.prune`: ``prune_layers(model, keep)``.
 - :mod:`~spectrumkd.models.importance`: which layers to drop, measured on calibration text (angular
@@ -13,6 +13,7 @@ The names below are re-exported so ``from spectrumkd.models import load_model`` 
 
 from spectrumkd.models.load import (
     check_same_tokenizer,
+    describe,
     ensure_pad_token,
     load_model,
     load_tokenizer,
@@ -48,8 +49,9 @@ from spectrumkd.models.tiny import (
 __all__ = [
     "MULTIPART_PACKAGES", "SMOLLM2_GGUF", "SMOLLM2_SHA256", "TINY_ARCHS", "TINY_PREFIX",
     "TINY_SPECIAL_TOKENS", "TINY_VOCAB_SIZE", "assemble_parts", "cache_dir", "cached_gguf_folder",
-    "check_same_tokenizer", "concat_parts", "decoder_layers", "ensure_pad_token", "install_command",
-    "load_model", "load_tokenizer", "model_fingerprint", "package_part_files", "part_packages",
+    "check_same_tokenizer", "concat_parts", "decoder_layers", "describe", "ensure_pad_token",
+    "install_command", "load_model", "load_tokenizer", "model_fingerprint", "package_part_files",
+    "part_packages",
     "prune_layers", "resolve_device", "resolve_dtype", "save_model", "sha256_file",
     "smollm2_gguf_path", "tiny_random_model", "tiny_tokenizer",
 ]

@@ -6,7 +6,9 @@
   ``?layers=2&hidden=64&seed=0``; :mod:`spectrumkd.models.tiny`).
 - ``save_model``: ``save_pretrained`` that also works for GGUF-loaded models (clears the quantizer).
 - ``model_fingerprint``: a content hash of a model (caches and scores files are keyed by it).
-- ``check_same_tokenizer``: teacher and student must share a vocabulary (DESIGN.md §6).
+- ``check_same_tokenizer``: teacher and student must share a vocabulary (DESIGN.md §6); the one
+  tokenizer check.
+- ``describe``: a model's display name (spec, GGUF file, kept layers) for headers and logs.
 
 Not here: downloads (transformers does them, for hub ids), quantisation, adapters, pruning
 (:mod:`spectrumkd.models.prune`). ``trust_remote_code`` stays off unless the caller asks for it.
@@ -66,6 +68,18 @@ def _split_gguf(spec: str, gguf_file: str | None) -> tuple[str, str | None]:
     return spec, gguf_file
 
 
+def _from_pretrained(auto_class, what: str, spec: str, gguf_file: str | None, **kwargs):
+    """``(auto_class.from_pretrained(...), gguf_file)`` for a hub id, folder or GGUF spec; a
+    missing or unreadable model is a one-line error naming ``spec``."""
+    source, gguf_file = _split_gguf(spec, gguf_file)
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
+    try:
+        return auto_class.from_pretrained(source, **kwargs), gguf_file
+    except OSError as exc:
+        raise SpectrumKDError(f"cannot load {what} {spec!r}: {exc}") from exc
+
+
 def load_model(
     spec: str,
     *,
@@ -89,14 +103,8 @@ def load_model(
         return model.to(device)
     from transformers import AutoModelForCausalLM
 
-    source, gguf_file = _split_gguf(spec, gguf_file)
-    kwargs = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
-    if gguf_file is not None:
-        kwargs["gguf_file"] = gguf_file
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except OSError as exc:
-        raise SpectrumKDError(f"cannot load model {spec!r}: {exc}") from exc
+    model, gguf_file = _from_pretrained(AutoModelForCausalLM, "model", spec, gguf_file,
+                                        dtype=torch_dtype, trust_remote_code=trust_remote_code)
     if gguf_file is not None:
         _clear_quantizer(model)
     return model.to(device).eval()
@@ -122,14 +130,8 @@ def load_tokenizer(
     else:
         from transformers import AutoTokenizer
 
-        source, gguf_file = _split_gguf(spec, gguf_file)
-        kwargs: dict = {"trust_remote_code": trust_remote_code}
-        if gguf_file is not None:
-            kwargs["gguf_file"] = gguf_file
-        try:
-            tok = AutoTokenizer.from_pretrained(source, **kwargs)
-        except OSError as exc:
-            raise SpectrumKDError(f"cannot load tokenizer {spec!r}: {exc}") from exc
+        tok, _ = _from_pretrained(AutoTokenizer, "tokenizer", spec, gguf_file,
+                                  trust_remote_code=trust_remote_code)
     return ensure_pad_token(tok, name=spec)
 
 
@@ -187,23 +189,47 @@ def model_fingerprint(model, *, sample: int = 4096) -> str:
 
 
 
-def check_same_tokenizer(tok_a, tok_b, *, names: tuple[str, str] = ("teacher", "student")) -> None:
-    """Raise unless both tokenizers map every token to the same id (DESIGN.md §6).
+def check_same_tokenizer(tok_a, tok_b, *, names: tuple[str, str] = ("teacher", "student")) -> int:
+    """Raise unless both tokenizers map the same strings to the same ids (DESIGN.md §6); return
+    the shared tokenizer length, the ``vocab_size`` for ``losses.shared_vocab_logits``.
 
-    The embedding matrices may still be padded to different sizes; the losses slice logits to
-    ``len(tokenizer)``.
+    Compares ``get_vocab()`` (token → id, added tokens included; duck-typed). The embedding
+    matrices may still be padded to different sizes: the losses slice logits to this length. The
+    message names the first token (by id) that differs and what only one side has.
 
-    >>> check_same_tokenizer(tiny_tokenizer(), tiny_tokenizer())
+    >>> check_same_tokenizer(tiny_tokenizer(), tiny_tokenizer()) == len(tiny_tokenizer())
+    True
     """
     va, vb = tok_a.get_vocab(), tok_b.get_vocab()
     if va == vb:
-        return
+        return len(va)
+    a, b = names
+    first = min((t for t in set(va) | set(vb) if va.get(t) != vb.get(t)),
+                key=lambda t: (min(va.get(t, 1 << 62), vb.get(t, 1 << 62)), t))
     only_a = sorted(set(va) - set(vb))[:5]
     only_b = sorted(set(vb) - set(va))[:5]
     moved = sorted(t for t in set(va) & set(vb) if va[t] != vb[t])[:5]
     raise SpectrumKDError(
-        f"the {names[0]} and {names[1]} tokenizers differ: {len(va)} vs {len(vb)} tokens; "
-        f"only in {names[0]}: {only_a}; only in {names[1]}: {only_b}; different ids: {moved}"
+        f"the {a} and {b} tokenizers differ ({len(va)} vs {len(vb)} tokens): token {first!r} has "
+        f"id {va.get(first)} in the {a} and {vb.get(first)} in the {b}; only in {a}: {only_a}; "
+        f"only in {b}: {only_b}; different ids: {moved}; white-box KD needs one shared tokenizer"
     )
+
+
+def describe(spec: str, *, gguf_file: str | None = None, prune_layers=None) -> str:
+    """A model's display name in file headers and logs: ``spec``, ``/gguf_file`` when the GGUF
+    file is named apart from its folder, ``?keep=0,2,...`` when only some layers are kept.
+
+    Teacher caches are reused only when this name matches, so the spelling stays as written.
+
+    >>> describe("models/q", gguf_file="q.gguf", prune_layers=[0, 3])
+    'models/q/q.gguf?keep=0,3'
+    """
+    name = spec
+    if gguf_file:
+        name += f"/{gguf_file}"
+    if prune_layers is not None:
+        name += f"?keep={','.join(map(str, prune_layers))}"
+    return name
 
 

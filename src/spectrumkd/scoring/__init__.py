@@ -4,12 +4,14 @@
 token budget, one or many processes); ``run_scoring`` also writes, resumes and reuses the scores
 file. Metrics: ``ce`` (mean or sum token cross-entropy over the response), ``entropy``,
 ``rougel`` (1 − ROUGE-L F of the greedy answer) and ``length`` (response tokens).
+
+The names below load their modules on first use, so ``from spectrumkd.scoring.metrics import
+METRICS`` (the command line's choices) does not import torch.
 """
 
-from spectrumkd.scoring.batching import make_batches, padded_tokens
-from spectrumkd.scoring.metrics import METRICS, REDUCTIONS, batch_scores
-from spectrumkd.scoring.runner import run_scoring, score_examples
-from spectrumkd.scoring.scores_file import make_header, read_partial
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "METRICS",
@@ -22,3 +24,18 @@ __all__ = [
     "run_scoring",
     "score_examples",
 ]
+
+_LAZY = {
+    "make_batches": "batching", "padded_tokens": "batching",
+    "METRICS": "metrics", "REDUCTIONS": "metrics", "batch_scores": "metrics",
+    "run_scoring": "runner", "score_examples": "runner",
+    "make_header": "scores_file", "read_partial": "scores_file",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"spectrumkd.scoring.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'spectrumkd.scoring' has no attribute {name!r}")

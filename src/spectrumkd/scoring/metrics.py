@@ -9,16 +9,19 @@
 Logits are computed only at the positions that predict response tokens (``logits_to_keep`` with the
 union of those positions in the batch) and in float32, so the model's own output head, soft-capping
 and scaling apply unchanged. What it does not do: batching, distribution, files (``runner.py``).
+torch is imported when a metric is computed, so the command line can list :data:`METRICS` and
+:data:`REDUCTIONS` without it.
 """
 
 from __future__ import annotations
 
 import inspect
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from spectrumkd import SpectrumKDError
+
+if TYPE_CHECKING:
+    import torch
 
 METRICS = ("ce", "entropy", "rougel", "length")
 REDUCTIONS = ("mean", "sum")
@@ -35,6 +38,8 @@ def response_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     ``targets`` are the shifted labels (-100 where nothing is predicted); ``start`` is the first
     position that predicts a response token anywhere in the batch.
     """
+    import torch
+
     input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
     targets = labels[:, 1:]  # [B, T-1]: position t predicts token t+1
     active = (targets != IGNORE_INDEX).any(dim=0)
@@ -61,6 +66,9 @@ def batch_scores(model, batch: dict[str, torch.Tensor], *, metric: str = "ce", r
     >>> batch_scores(tiny_random_model(layers=1, hidden=32), Collator(1)([ex])).shape
     torch.Size([1])
     """
+    import torch
+    import torch.nn.functional as F
+
     if reduction not in REDUCTIONS:
         raise SpectrumKDError(f"unknown reduction {reduction!r}; use one of {REDUCTIONS}")
     mask = batch["labels"][:, 1:] != IGNORE_INDEX

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from spectrumkd import SpectrumKDError, __version__
 from spectrumkd.fileio import atomic_write_text
-from spectrumkd.jsonl import parse_line
+from spectrumkd.jsonl import has_torn_tail, iter_jsonl
 
 IGNORED_KEYS = ("model", "created", "version")
 
@@ -79,19 +79,10 @@ def read_partial(path: str | Path) -> tuple[dict | None, dict, bool]:
     path = Path(path)
     if path.is_dir():
         raise SpectrumKDError(f"{path}: is a directory, expected a scores file")
-    lines = path.read_bytes().split(b"\n")
-    torn = False
-    if lines and lines[-1] == b"":
-        lines.pop()
-    elif lines:  # no newline at the end: the last write did not finish
-        lines.pop()
-        torn = True
+    torn = has_torn_tail(path)
     header: dict | None = None
     scores: dict = {}
-    for lineno, line in enumerate(lines, start=1):
-        obj = parse_line(line, path, lineno)
-        if obj is None:
-            continue
+    for lineno, obj in iter_jsonl(path, skip_torn=True):
         if lineno == 1 and obj.get("spectrumkd") == "scores":
             header = obj
             continue

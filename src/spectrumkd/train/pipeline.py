@@ -79,12 +79,10 @@ def resolve_spec(model: ModelConfig) -> tuple[str, str | None]:
 
 
 def _describe(model: ModelConfig) -> str:
-    name = model.spec or "teacher"
-    if model.gguf_file:
-        name += f"/{model.gguf_file}"
-    if model.prune_layers is not None:
-        name += f"?keep={','.join(map(str, model.prune_layers))}"
-    return name
+    from spectrumkd.models import describe
+
+    spec = model.spec or "teacher"
+    return describe(spec, gguf_file=model.gguf_file, prune_layers=model.prune_layers)
 
 
 def load_run_models(cfg: RunConfig, *, need_teacher: bool = True):
@@ -143,32 +141,19 @@ def _load_data(cfg: RunConfig, tokenizer):
     return examples, dropped, val
 
 
-def _plan_kwargs(cfg: RunConfig) -> dict:
-    """The ``make_plan`` arguments of the config's ``curriculum`` section (kind included)."""
-    c = cfg.curriculum
-    return {
-        "kind": "full" if c.kind == "none" else c.kind, "epochs": c.epochs,
-        "warmup": c.warmup_epochs, "lambda_a": "auto" if c.auto_lambda else c.lambda_a,
-        "lambda_b": "auto" if c.auto_lambda else c.lambda_b, "step": c.step,
-        "direction": c.direction, "tau0": c.tau0, "taun": c.taun,
-        "temperature_schedule": c.temperature_schedule, "static_low": c.static_range[0],
-        "static_high": c.static_range[1], "buckets": c.buckets,
-        "epochs_per_stage": c.epochs_per_stage,
-    }  # fmt: skip
-
-
 def _make_plan(cfg: RunConfig, ids: list, scores):
-    from spectrumkd.curriculum import make_plan
+    from spectrumkd.curriculum import make_plan_from_spec
 
-    kwargs = _plan_kwargs(cfg)
-    plan = make_plan(kwargs.pop("kind"), ids, scores, **kwargs)
+    plan = make_plan_from_spec(cfg.curriculum, ids, scores)  # the section is a PlanSpec
     plan.params["made_by"] = "distill"  # not a user's plan: --overwrite may remove it
     return plan
 
 
 def _check_user_plan(cfg: RunConfig, plan, path: Path) -> None:
     """A user's plan must say what the config says wherever both say something."""
-    want = _plan_kwargs(cfg)
+    from spectrumkd.curriculum import plan_keywords
+
+    want = plan_keywords(cfg.curriculum)
     want["curriculum"] = want.pop("kind")
     have = plan.params
     if have.get("lambda_auto") or cfg.curriculum.auto_lambda:
