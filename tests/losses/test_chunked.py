@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from spectrumkd import SpectrumKDError
-from spectrumkd.losses import DIVERGENCES, chunked_kd_loss, fused_kd_loss, kd_loss
+from spectrumkd.losses import DIVERGENCES, KDObjective, chunked_kd_loss, fused_kd_loss, kd_loss
 
 SHAPE = (3, 41, 1271)  # odd on purpose: chunks never divide the token count
 
@@ -289,3 +289,31 @@ def test_compile_failure_falls_back_with_one_warning(fresh_compile_state, monkey
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once per process: no second warning
         chunked_kd_loss(s, t, y, divergence="rkl", chunk_size=4, compiled=True)
+
+
+@pytest.mark.parametrize("name", DIVERGENCES)
+def test_chunked_and_fused_equal_dense_with_objective(name):
+    """``objective=KDObjective(...)`` takes the same paths as the keyword form: chunked == dense."""
+    h, w, ht, wt, y = _fused_inputs(seed=14, n=(2, 23), vocab=301)
+    obj = KDObjective(name, temperature=1.5, ce_weight=0.2, skew=0.3, teacher_weight=0.6)
+    s, t = h @ w.T, ht @ wt.T
+    ref, g_ref = _dense(s, t, y, objective=obj)
+    kw_ref, _ = _dense(s, t, y, **obj.kwargs())
+    assert torch.equal(ref.total, kw_ref.total)
+    x = s.clone().requires_grad_()
+    out = chunked_kd_loss(x, t, y, objective=obj, chunk_size=5)
+    out.total.backward()
+    torch.testing.assert_close(out.total, ref.total, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.kd, ref.kd, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x.grad, g_ref, rtol=1e-4, atol=1e-8)
+    x2 = s.clone().requires_grad_()
+    via_kd = kd_loss(x2, t, y, objective=obj, chunk_size=5)
+    assert torch.equal(via_kd.total, out.total)
+    h2 = h.clone().requires_grad_()
+    fused = fused_kd_loss(h2, w, y, teacher_hidden=ht, teacher_lm_head_weight=wt, objective=obj,
+                          chunk_size=7)  # fmt: skip
+    fused.total.backward()
+    torch.testing.assert_close(fused.total, ref.total, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h2.grad, g_ref @ w, rtol=1e-4, atol=1e-7)
+    with pytest.raises(SpectrumKDError, match="not both"):
+        fused_kd_loss(h, w, y, teacher_logits=t, objective=obj, divergence="fkl")

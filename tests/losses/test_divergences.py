@@ -7,7 +7,19 @@ import torch
 
 from reference.kd_reference import ref_divergence
 from spectrumkd import SpectrumKDError
-from spectrumkd.losses import DIVERGENCES, divergence, divergence_and_grad
+from spectrumkd.losses import (
+    DIVERGENCES,
+    divergence,
+    divergence_and_grad,
+    divergence_from_log_probs,
+    divergences,
+    forward_kl,
+    jensen_shannon,
+    reverse_kl,
+    skew_forward_kl,
+    skew_reverse_kl,
+    total_variation,
+)
 
 PARAMS = [(n, s, b) for n in DIVERGENCES for (s, b) in [(0.1, 0.5)]] + [
     ("jsd", 0.1, 0.1),
@@ -178,3 +190,62 @@ def test_errors_are_clear():
         divergence("jsd", x, x, teacher_weight=1.5)
     with pytest.raises(SpectrumKDError, match="temperature"):
         divergence("fkl", x, x, temperature=0.0)
+
+
+# --- the table: one formula per name, end points resolved in one place -----------------------
+
+
+def test_table_has_one_entry_per_name_in_order():
+    assert tuple(divergences._FORMULAS) == DIVERGENCES
+
+
+NAMED = {
+    "fkl": lambda s, t, **kw: forward_kl(s, t, temperature=kw["temperature"]),
+    "rkl": lambda s, t, **kw: reverse_kl(s, t, temperature=kw["temperature"]),
+    "jsd": lambda s, t, **kw: jensen_shannon(
+        s, t, temperature=kw["temperature"], teacher_weight=kw["teacher_weight"]
+    ),
+    "tvd": lambda s, t, **kw: total_variation(s, t, temperature=kw["temperature"]),
+    "skl": lambda s, t, **kw: skew_forward_kl(s, t, temperature=kw["temperature"], skew=kw["skew"]),
+    "srkl": lambda s, t, **kw: skew_reverse_kl(s, t, temperature=kw["temperature"], skew=kw["skew"]),
+}
+
+
+@pytest.mark.parametrize(("name", "skew", "beta"), PARAMS)
+def test_named_functions_are_the_table(name, skew, beta):
+    s, t = _logits(3, 4, 40, seed=21), _logits(3, 4, 40, seed=22)
+    kw = dict(temperature=1.5, skew=skew, teacher_weight=beta)
+    named = NAMED[name](s, t, **kw)
+    assert torch.equal(named, divergence(name, s, t, **kw))
+    lq = torch.log_softmax(s / 1.5, -1)
+    lp = torch.log_softmax(t / 1.5, -1)
+    assert torch.equal(named, divergence_from_log_probs(name, lq, lp, skew=skew, teacher_weight=beta))
+
+
+END_POINTS = [  # (name, skew, teacher_weight) → the plain divergence it is exactly
+    ("jsd", 0.1, 0.0, "fkl"),
+    ("jsd", 0.1, 1.0, "rkl"),
+    ("skl", 0.0, 0.5, "fkl"),
+    ("srkl", 0.0, 0.5, "rkl"),
+]
+
+
+@pytest.mark.parametrize(("name", "skew", "beta", "plain"), END_POINTS)
+def test_end_points_equal_the_named_divergences_in_both_columns(name, skew, beta, plain):
+    """Value (autograd) and analytic gradient at the end points are exactly the plain KL's."""
+    s, t = _logits(3, 5, 30, seed=23), _logits(3, 5, 30, seed=24)
+    kw = dict(temperature=2.0, skew=skew, teacher_weight=beta)
+    assert torch.equal(divergence(name, s, t, **kw), NAMED[plain](s, t, **kw))
+    v, g, lq = divergence_and_grad(name, s, t, **kw)
+    v0, g0, lq0 = divergence_and_grad(plain, s, t, temperature=2.0)
+    assert torch.equal(v, v0) and torch.equal(g, g0) and torch.equal(lq, lq0)
+    # just inside the end point the formula is the interior one (the test can fail):
+    inside = dict(kw, skew=skew or 1e-3, teacher_weight=beta if name != "jsd" else abs(beta - 1e-3))
+    assert not torch.equal(divergence(name, s, t, **inside), v0)
+
+
+def test_skew_one_is_zero_in_both_columns():
+    s, t = _logits(2, 3, 11, seed=25), _logits(2, 3, 11, seed=26)
+    for name in ("skl", "srkl"):
+        v, g, _ = divergence_and_grad(name, s, t, skew=1.0)
+        assert v.abs().max() == 0 and g.abs().max() < 1e-6  # Σq = 1 up to rounding

@@ -1,11 +1,22 @@
-"""kd_loss: the paper's objective, reduction, masking, accumulation invariance, presets."""
+"""kd_loss: the paper's objective, reduction, masking, accumulation invariance, presets; KDObjective."""
+
+import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from reference.kd_reference import ref_kd_loss
 from spectrumkd import SpectrumKDError
-from spectrumkd.losses import DIVERGENCES, kd_loss, preset
+from spectrumkd.losses import (
+    DIVERGENCES,
+    KDObjective,
+    kd_loss,
+    preset,
+    sparse_kd_loss,
+    topk_teacher,
+)
+from spectrumkd.losses.objective import check_objective
 
 
 def _batch(b=3, t=7, v=29, seed=0, masked=0.3):
@@ -140,3 +151,110 @@ def test_argument_errors():
         kd_loss(s, t, y, ce_weight=1.5)
     with pytest.raises(SpectrumKDError, match="shared_vocab_logits"):
         kd_loss(s, t[..., :-1], y)
+
+
+# --- KDObjective: the one check of the loss parameters ---------------------------------------
+
+BAD_OBJECTIVES = [
+    ({"temperature": float("nan")}, "temperature must be a finite number, got nan"),
+    ({"temperature": float("inf")}, "temperature must be a finite number"),
+    ({"temperature": 0.0}, "temperature must be > 0"),
+    ({"temperature": -1}, "temperature must be > 0"),
+    ({"ce_weight": float("nan")}, "ce_weight must be a finite number"),
+    ({"ce_weight": 1.5}, r"ce_weight must be in \[0, 1\], got 1.5"),
+    ({"ce_weight": -0.1}, "ce_weight must be in"),
+    ({"skew": float("nan")}, "skew must be a finite number"),
+    ({"skew": 1.01}, "skew must be in"),
+    ({"teacher_weight": float("-inf")}, "teacher_weight must be a finite number"),
+    ({"teacher_weight": -0.5}, "teacher_weight must be in"),
+    ({"temperature": "2"}, "temperature must be a number, got '2'"),
+    ({"ce_weight": True}, "ce_weight must be a number"),
+    ({"divergence": "kl"}, "unknown divergence 'kl': not one of none, fkl, rkl, jsd"),
+    ({"divergence": "FKL"}, "unknown divergence"),
+]
+
+
+@pytest.mark.parametrize(("fields", "message"), BAD_OBJECTIVES)
+def test_objective_refuses_bad_values_in_one_line(fields, message):
+    with pytest.raises(SpectrumKDError, match=message) as err:
+        KDObjective(**fields)
+    assert "\n" not in str(err.value)
+    # ... and every loss entry point refuses them the same way, before any tensor work
+    s, t, y = _batch(b=1, t=2, v=5)
+    for call in (
+        lambda: kd_loss(s, t, y, **fields),
+        lambda: kd_loss(s, t, y, chunk_size=1, **fields),
+        lambda: sparse_kd_loss(s, *topk_teacher(t, 2), y, **fields),
+    ):
+        with pytest.raises(SpectrumKDError, match=message):
+            call()
+
+
+def test_objective_stores_floats_is_frozen_and_weights():
+    o = KDObjective("jsd", temperature=2, ce_weight=0, skew=0, teacher_weight=1)
+    assert o.kwargs() == {"divergence": "jsd", "temperature": 2.0, "ce_weight": 0.0,
+                          "skew": 0.0, "teacher_weight": 1.0}  # fmt: skip
+    assert all(type(v) is float for k, v in o.kwargs().items() if k != "divergence")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.temperature = 3.0  # type: ignore[misc]
+    assert o.kd_active and o.weights() == (0.0, 4.0)
+    assert KDObjective(ce_weight=0.25, temperature=2.0).weights() == (0.25, 3.0)
+    for sft in (KDObjective("none", ce_weight=0.0), KDObjective("fkl", ce_weight=1.0)):
+        assert not sft.kd_active and sft.weights() == (1.0, 0.0)
+    assert dataclasses.replace(o, temperature=1.5).temperature == 1.5
+    with pytest.raises(SpectrumKDError, match="temperature"):
+        dataclasses.replace(o, temperature=float("nan"))
+
+
+def test_check_objective_names_the_config_field():
+    with pytest.raises(SpectrumKDError, match=r"^loss\.ce_weight must be a finite number"):
+        check_objective("fkl", 1.0, float("nan"), 0.1, 0.5, where="loss.")
+    with pytest.raises(SpectrumKDError, match=r"^unknown loss\.divergence 'kl'"):
+        check_objective("kl", 1.0, 0.3, 0.1, 0.5, where="loss.")
+
+
+def test_from_config_reads_the_fields_it_finds():
+    cfg = SimpleNamespace(mode="kd", divergence="srkl", ce_weight=0.2, skew=0.3, teacher_weight=0.5,
+                          chunk_size=None)  # fmt: skip
+    o = KDObjective.from_config(cfg, temperature=1.5)
+    assert o == KDObjective("srkl", 1.5, 0.2, 0.3, 0.5)
+    with pytest.raises(SpectrumKDError, match="skew"):
+        KDObjective.from_config(SimpleNamespace(skew=2.0))
+
+
+@pytest.mark.parametrize("name", [*DIVERGENCES, "none"])
+def test_objective_argument_equals_keyword_form(name):
+    s, t, y = _batch(seed=6)
+    fields = dict(divergence=name, temperature=1.7, ce_weight=0.4, skew=0.2, teacher_weight=0.6)
+    o = KDObjective(**fields)
+    xa, xb = s.clone().requires_grad_(), s.clone().requires_grad_()
+    a = kd_loss(xa, t, y, **fields)
+    b = kd_loss(xb, t, y, objective=o)
+    a.total.backward()
+    b.total.backward()
+    assert torch.equal(a.total, b.total) and torch.equal(a.kd, b.kd) and torch.equal(xa.grad, xb.grad)
+    ids, lp = topk_teacher(t, 9)
+    assert torch.equal(sparse_kd_loss(s, ids, lp, y, **fields).total,
+                       sparse_kd_loss(s, ids, lp, y, objective=o).total)  # fmt: skip
+
+
+def test_objective_and_fields_together_or_misspelt_are_refused():
+    s, t, y = _batch()
+    with pytest.raises(SpectrumKDError, match="not both"):
+        kd_loss(s, t, y, objective=KDObjective(), temperature=2.0)
+    with pytest.raises(SpectrumKDError, match="must be a KDObjective"):
+        kd_loss(s, t, y, objective={"divergence": "fkl"})
+    with pytest.raises(TypeError, match="unexpected keyword argument 'temprature'.*'temperature'"):
+        kd_loss(s, t, y, temprature=2.0)
+    with pytest.raises(TypeError, match="sparse_kd_loss.*'beta'"):
+        sparse_kd_loss(s, *topk_teacher(t, 3), y, beta=0.5)
+
+
+def test_presets_are_objectives():
+    o = preset("gkd")
+    assert isinstance(o, KDObjective) and o.temperature == 1.0
+    s, t, y = _batch(seed=7)
+    tuned = dataclasses.replace(o, temperature=2.0)
+    ref = kd_loss(s, t, y, temperature=2.0, **{k: v for k, v in o.kwargs().items()
+                                                  if k != "temperature"})  # fmt: skip
+    assert torch.equal(kd_loss(s, t, y, objective=tuned).total, ref.total)

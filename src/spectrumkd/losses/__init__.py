@@ -4,8 +4,12 @@ torch only (never transformers/accelerate). Notation and conventions: DESIGN.md 
 q = student, both ``softmax(logits / τ)`` in float32; objective ``ce_weight·CE + (1−ce_weight)·τ²·D``
 summed over unmasked tokens and divided by the caller's token count.
 
-- :mod:`.divergences` — ``fkl, rkl, jsd, tvd, skl, srkl`` per token, and their analytic gradients.
-- :mod:`.objective` — :func:`kd_loss`, :class:`KDLoss`, anchor presets (:func:`preset`).
+- :mod:`.objective` — :class:`KDObjective` (the objective's parameters, checked once) and the
+  anchor presets (:func:`preset`); torch-free.
+- :mod:`.divergences` — ``fkl, rkl, jsd, tvd, skl, srkl`` per token: one table of values and
+  analytic gradients over log-probabilities, with the β/skew end points resolved in one place.
+- :mod:`.reduction` — :class:`KDLoss`, masked sums, the token denominator, the weighted total.
+- :mod:`.dense` — :func:`kd_loss` on full logits (hands over to the chunked path on request).
 - :mod:`.chunked` — :func:`chunked_kd_loss` (from logits) and :func:`fused_kd_loss` (from hidden
   states and LM heads), exact and memory-light.
 - :mod:`.cross_entropy` — ``ce_and_gather``: CE and gathered logits from one logsumexp
@@ -20,6 +24,7 @@ from spectrumkd.losses.chunked import (
     default_fused_chunk_size,
     fused_kd_loss,
 )
+from spectrumkd.losses.dense import kd_loss
 from spectrumkd.losses.divergences import (
     DIVERGENCES,
     divergence,
@@ -32,14 +37,15 @@ from spectrumkd.losses.divergences import (
     skew_reverse_kl,
     total_variation,
 )
-from spectrumkd.losses.objective import KDLoss, Preset, kd_loss, preset
+from spectrumkd.losses.objective import KDObjective, preset
+from spectrumkd.losses.reduction import KDLoss
 from spectrumkd.losses.sparse import retemper, sparse_kd_loss, topk_teacher
 from spectrumkd.losses.vocab import shared_vocab_logits
 
 __all__ = [
     "DIVERGENCES",
     "KDLoss",
-    "Preset",
+    "KDObjective",
     "chunked_kd_loss",
     "default_chunk_size",
     "default_fused_chunk_size",

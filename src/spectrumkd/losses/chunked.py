@@ -12,8 +12,8 @@ Two paths, both exact (same value and gradients as the dense :func:`~spectrumkd.
 
 As in Liger-Kernel's chunked distillation losses (``LigerFusedLinearDistillationBase``), the gradient
 with respect to each chunk's logits is computed analytically during the forward pass
-(:func:`spectrumkd.losses.divergences.divergence_and_grad`, plus ``softmax − onehot`` for CE) and
-stored, so backward only scales it by the incoming gradient. Only unmasked positions (label ≠
+(the table of :mod:`spectrumkd.losses.divergences`, as :func:`~spectrumkd.losses.divergence_and_grad`
+reads it, plus ``softmax − onehot`` for CE) and stored, so backward only scales it by the incoming gradient. Only unmasked positions (label ≠
 ``ignore_index``) are computed at all. Teacher inputs are constants (no gradient).
 
 Float32 accuracy: log-probabilities are formed as ``z/τ − logsumexp(z/τ)`` in float32, not with
@@ -37,18 +37,25 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from spectrumkd import SpectrumKDError
-from spectrumkd.losses.divergences import _value_and_grad
-from spectrumkd.losses.objective import (
+from spectrumkd.losses.divergences import (
+    _log_probs_lse as _log_probs,  # z − logsumexp(z): float32-accurate, for paths without autograd
+)
+from spectrumkd.losses.divergences import _logits_value_and_grad, check_same_vocab
+from spectrumkd.losses.objective import KDObjective, objective_from
+from spectrumkd.losses.reduction import (
     KDLoss,
-    check_objective_args,
+    check_aligned,
+    check_teacher,
+    masked_sum,
     token_denominator,
+    weighted,
 )
 
 
@@ -79,15 +86,12 @@ def default_fused_chunk_size(vocab_size: int) -> int:
     return max(16, (1 << 23) // max(1, vocab_size))
 
 
-@dataclass(frozen=True)
-class _Config:
-    divergence: str
-    temperature: float
-    ce_weight: float
-    skew: float
-    teacher_weight: float
-    kd_active: bool
-    compiled: bool = False
+class _Setup(NamedTuple):
+    """The static settings of one call: the objective, tokens per chunk, compiled or eager."""
+
+    objective: KDObjective
+    chunk: int
+    compiled: bool
 
 
 def _row_chunks(mask: Tensor, chunk_size: int) -> Iterator[tuple[slice, Tensor | None]]:
@@ -111,53 +115,36 @@ def _row_chunks(mask: Tensor, chunk_size: int) -> Iterator[tuple[slice, Tensor |
         yield slice(lo + first, lo + last), (None if all(part) else mask[lo + first : lo + last])
 
 
-def _log_probs(logits: Tensor, temperature: float) -> Tensor:
-    """log softmax(logits / τ) as ``x − logsumexp(x)``, x = logits/τ in float32 (float64 kept).
-
-    ``torch.logsumexp`` reduces with an accurate max-shifted sum, and the subtraction is exact to
-    half an ulp, so the error is that of one float32 rounding of ``x`` plus one of the logsumexp;
-    ``torch.log_softmax`` on CPU is ~3× worse at V ≈ 50k (see the module docstring).
-    """
-    x = logits if logits.dtype == torch.float64 else logits.float()
-    if temperature != 1.0:
-        x = x / temperature
-    return x - torch.logsumexp(x, dim=-1, keepdim=True)
-
-
 def _chunk_loss_and_grad(
-    z: Tensor, t: Tensor | None, y: Tensor, m: Tensor | None, cfg: _Config, need_grad: bool
+    z: Tensor, t: Tensor | None, y: Tensor, m: Tensor | None, objective: KDObjective, need_grad: bool
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Summed CE and D over one chunk (rows with ``m`` False excluded), and the gradient.
 
     The gradient is d(ce_w·CE + (1−ce_w)·τ²·D)/dz in float32, 0 on excluded rows.
     """
-    tau, ce_w = cfg.temperature, cfg.ce_weight
+    ce_w, kd_w = objective.weights()
     grad = None
     log_q = None
     if m is not None:
         y = y.clamp(min=0)  # excluded rows carry -1; any id keeps gather valid
-    if cfg.kd_active:
+    if objective.kd_active:
         assert t is not None
-        log_q = _log_probs(z, tau)  # (C, V)
-        d, grad_kd = _value_and_grad(
-            cfg.divergence, log_q, _log_probs(t, tau), cfg.skew, cfg.teacher_weight
-        )
-        if tau != 1.0:
-            grad_kd.mul_(1.0 / tau)  # chain rule through z / τ
-        kd_sum = (d if m is None else torch.where(m, d, 0.0)).sum()
+        d, grad_kd, log_q = _logits_value_and_grad(z, t, objective)  # (C,), (C, V), (C, V)
+        kd_sum = masked_sum(d, m)
         if need_grad:
-            grad = grad_kd.mul_((1.0 - ce_w) * tau * tau)
-    log_q1 = log_q if (log_q is not None and tau == 1.0) else _log_probs(z, 1.0)  # (C, V)
-    ce = -log_q1.gather(1, y.unsqueeze(1)).squeeze(1)  # (C,)
-    ce_sum = (ce if m is None else torch.where(m, ce, 0.0)).sum()
-    if not cfg.kd_active:
+            grad = grad_kd.mul_(kd_w)
+    if log_q is None or objective.temperature != 1.0:
+        log_q = _log_probs(z, 1.0)  # (C, V): raw-logit log-probs for CE
+    ce = -log_q.gather(1, y.unsqueeze(1)).squeeze(1)  # (C,)
+    ce_sum = masked_sum(ce, m)
+    if not objective.kd_active:
         kd_sum = ce_sum.new_zeros(())
     if need_grad and ce_w > 0.0:
-        soft = log_q1.exp_()  # softmax(z), in place: log_q1 is not needed any more
+        soft = log_q.exp_()  # softmax(z), in place: log_q is not needed any more
         soft[torch.arange(len(y), device=y.device), y] -= 1.0
         grad = soft.mul_(ce_w) if grad is None else grad.add_(soft, alpha=ce_w)
     if need_grad and grad is None:  # ce_weight = 0 and no KD: the loss is constant
-        grad = torch.zeros_like(log_q1)
+        grad = torch.zeros_like(log_q)
     if grad is not None and m is not None:
         grad.masked_fill_(~m.unsqueeze(1), 0.0)
     return ce_sum, kd_sum, grad
@@ -189,9 +176,9 @@ def _fall_back(reason: str) -> None:
         )
 
 
-def _chunk_fn(cfg: _Config) -> Callable:
+def _chunk_fn(compiled: bool) -> Callable:
     """The per-chunk function to call: compiled if asked and available, else eager."""
-    if not cfg.compiled:
+    if not compiled:
         return _chunk_loss_and_grad
     holder = _compiled_holder()
     if holder["failed"] is not None:
@@ -204,25 +191,26 @@ def _chunk_fn(cfg: _Config) -> Callable:
             return _chunk_loss_and_grad
     compiled = holder["fn"]
 
-    def call(z, t, y, m, cfg, need_grad):
+    def call(z, t, y, m, objective, need_grad):
         if holder["failed"] is not None:
-            return _chunk_loss_and_grad(z, t, y, m, cfg, need_grad)
+            return _chunk_loss_and_grad(z, t, y, m, objective, need_grad)
         if m is not None:
             m = m.clone()  # a view's base size would be guarded on: one graph for all chunks
         try:
-            return compiled(z, t, y, m, cfg, need_grad)
+            return compiled(z, t, y, m, objective, need_grad)
         except Exception as err:  # torch.compile compiles lazily, on the first call
             _fall_back(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-            return _chunk_loss_and_grad(z, t, y, m, cfg, need_grad)
+            return _chunk_loss_and_grad(z, t, y, m, objective, need_grad)
 
     return call
 
 
-def _finish(
-    ce_sum: Tensor, kd_sum: Tensor, den: Tensor, cfg: _Config
+def _outputs(
+    ctx: Any, ce_sum: Tensor, kd_sum: Tensor, den: Tensor, objective: KDObjective
 ) -> tuple[Tensor, Tensor, Tensor]:
-    ce, kd = ce_sum / den, kd_sum / den
-    total = cfg.ce_weight * ce + (1.0 - cfg.ce_weight) * cfg.temperature**2 * kd
+    """The ``(total, ce, kd)`` a forward returns; only ``total`` is differentiable."""
+    total, ce, kd = weighted(ce_sum, kd_sum, den, objective)
+    ctx.mark_non_differentiable(ce, kd)
     return total, ce, kd
 
 
@@ -230,8 +218,14 @@ def _is_one(g: Tensor) -> bool:
     return g.numel() == 1 and bool(g == 1)
 
 
+def _sums(like: Tensor) -> tuple[Tensor, Tensor]:
+    """Zero accumulators for Σ CE and Σ D (float64 for float64 inputs, else float32)."""
+    ce_sum = torch.zeros((), dtype=torch.float64 if like.dtype == torch.float64 else torch.float32)
+    return ce_sum, torch.zeros_like(ce_sum)
+
+
 def _logits_pass(
-    z: Tensor, t: Tensor | None, y: Tensor, cfg: _Config, den: Tensor, chunk: int, need_grad: bool
+    z: Tensor, t: Tensor | None, y: Tensor, setup: _Setup, den: Tensor, need_grad: bool
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """One pass over the chunks: summed CE and D, and d total / dz ``(N, V)`` if asked."""
     # z: (N, V) student logits, t: (N, V) teacher logits or None, y: (N,) labels (-1 = masked)
@@ -239,13 +233,12 @@ def _logits_pass(
     grad_z = torch.empty_like(z) if need_grad else None  # (N, V), the only full-size buffer
     if grad_z is not None:
         grad_z.index_fill_(0, (~mask).nonzero().squeeze(1), 0.0)
-    ce_sum = torch.zeros((), dtype=torch.float64 if z.dtype == torch.float64 else torch.float32)
-    kd_sum = torch.zeros_like(ce_sum)
+    ce_sum, kd_sum = _sums(z)
     inv_den = 1.0 / den
-    chunk_fn = _chunk_fn(cfg)
-    for sel, m in _row_chunks(mask, chunk):
+    chunk_fn = _chunk_fn(setup.compiled)
+    for sel, m in _row_chunks(mask, setup.chunk):
         t_c = None if t is None else t[sel]
-        ce_c, kd_c, g = chunk_fn(z[sel], t_c, y[sel], m, cfg, need_grad)
+        ce_c, kd_c, g = chunk_fn(z[sel], t_c, y[sel], m, setup.objective, need_grad)
         ce_sum += ce_c
         kd_sum += kd_c
         if grad_z is not None and g is not None:
@@ -255,14 +248,12 @@ def _logits_pass(
 
 class _ChunkedKD(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z: Tensor, t: Tensor | None, y: Tensor, cfg: _Config, den: Tensor, chunk: int):  # type: ignore[override]
-        ce_sum, kd_sum, grad_z = _logits_pass(z, t, y, cfg, den, chunk, ctx.needs_input_grad[0])
+    def forward(ctx, z: Tensor, t: Tensor | None, y: Tensor, setup: _Setup, den: Tensor):  # type: ignore[override]
+        ce_sum, kd_sum, grad_z = _logits_pass(z, t, y, setup, den, ctx.needs_input_grad[0])
         # Inputs are saved by reference (no copy), only to recompute if backward runs twice.
         ctx.save_for_backward(z, t, y, den)
-        ctx.cfg, ctx.chunk, ctx.grad_z = cfg, chunk, grad_z
-        total, ce, kd = _finish(ce_sum, kd_sum, den, cfg)
-        ctx.mark_non_differentiable(ce, kd)
-        return total, ce, kd
+        ctx.setup, ctx.grad_z = setup, grad_z
+        return _outputs(ctx, ce_sum, kd_sum, den, setup.objective)
 
     @staticmethod
     @once_differentiable
@@ -271,15 +262,16 @@ class _ChunkedKD(torch.autograd.Function):
         ctx.grad_z = None  # hand the buffer to autograd: no copy, freed with the graph
         if grad_z is None:  # a second backward (retain_graph=True): recompute
             z, t, y, den = ctx.saved_tensors
-            grad_z = _logits_pass(z, t, y, ctx.cfg, den, ctx.chunk, True)[2]
+            grad_z = _logits_pass(z, t, y, ctx.setup, den, True)[2]
         if not _is_one(g_total):
             grad_z.mul_(g_total.to(grad_z.dtype))
-        return grad_z, None, None, None, None, None
+        return grad_z, None, None, None, None
 
 
 def _prepare(
     labels: Tensor, ignore_index: int, num_tokens: int | Tensor | None
 ) -> tuple[Tensor, Tensor, int | Tensor]:
+    """Flat labels with masked rows as -1, the token denominator and the count."""
     y = labels.reshape(-1)
     mask = y != ignore_index
     if bool((y[mask] < 0).any()):
@@ -288,16 +280,11 @@ def _prepare(
     return torch.where(mask, y, -1), den, count
 
 
-def _setup(chunk_size, default_chunk, labels, ignore_index, num_tokens, divergence, temperature,
-           ce_weight, skew, teacher_weight, kd_active, compiled=False):
-    """Checked chunk size, flattened labels, denominator and the static config of both paths."""
-    chunk = default_chunk if chunk_size is None else int(chunk_size)
+def _chunk(chunk_size: int | None, default: int) -> int:
+    chunk = default if chunk_size is None else int(chunk_size)
     if chunk < 1:
         raise SpectrumKDError(f"chunk_size must be >= 1, got {chunk_size}")
-    y, den, count = _prepare(labels, ignore_index, num_tokens)
-    cfg = _Config(divergence, float(temperature), float(ce_weight) if kd_active else 1.0,
-                  float(skew), float(teacher_weight), kd_active, bool(compiled))
-    return chunk, y, den, count, cfg
+    return chunk
 
 
 def chunked_kd_loss(
@@ -305,26 +292,25 @@ def chunked_kd_loss(
     teacher_logits: Tensor | None,
     labels: Tensor,
     *,
-    divergence: str = "fkl",
-    temperature: float = 1.0,
-    ce_weight: float = 0.3,
+    objective: KDObjective | None = None,
     num_tokens: int | Tensor | None = None,
     ignore_index: int = -100,
-    skew: float = 0.1,
-    teacher_weight: float = 0.5,
     chunk_size: int | None = None,
     compiled: bool = False,
+    **fields: Any,
 ) -> KDLoss:
     """:func:`~spectrumkd.losses.kd_loss` computed ``chunk_size`` tokens at a time (same formula).
 
     ``total = [ce_weight·Σ CE_t + (1−ce_weight)·τ²·Σ D_t] / n`` over unmasked tokens (see
-    :func:`~spectrumkd.losses.kd_loss` for every term and end point). Shapes: logits ``(..., V)``,
-    labels ``(...)``. Peak extra memory: the ``(..., V)`` gradient in the student's dtype plus a few
-    float32 ``chunk_size × V`` buffers, instead of several float32 ``(..., V)`` tensors. Reference:
-    Liger-Kernel's chunked distillation losses (analytic per-chunk gradients). ``chunk_size=None``
-    picks :func:`default_chunk_size`. ``ce`` and ``kd`` are detached; teacher logits get no gradient.
-    ``compiled=True`` runs the per-chunk function under ``torch.compile`` (eager fallback with one
-    warning if compilation fails; see the module docstring).
+    :func:`~spectrumkd.losses.kd_loss` for every term and end point). The objective is
+    ``objective=KDObjective(...)`` or its fields as keywords (``divergence="jsd", temperature=2.0``,
+    ...). Shapes: logits ``(..., V)``, labels ``(...)``. Peak extra memory: the ``(..., V)``
+    gradient in the student's dtype plus a few float32 ``chunk_size × V`` buffers, instead of
+    several float32 ``(..., V)`` tensors. Reference: Liger-Kernel's chunked distillation losses
+    (analytic per-chunk gradients). ``chunk_size=None`` picks :func:`default_chunk_size`. ``ce`` and
+    ``kd`` are detached; teacher logits get no gradient. ``compiled=True`` runs the per-chunk
+    function under ``torch.compile`` (eager fallback with one warning if compilation fails; see the
+    module docstring).
 
     >>> g = torch.Generator().manual_seed(0)
     >>> s, t = torch.randn(2, 5, 11, generator=g), torch.randn(2, 5, 11, generator=g)
@@ -334,71 +320,62 @@ def chunked_kd_loss(
     >>> bool(torch.allclose(a.total, b.total))
     True
     """
-    kd_active = check_objective_args(divergence, temperature, ce_weight, skew, teacher_weight)
-    if student_logits.shape[:-1] != labels.shape:
-        raise SpectrumKDError(
-            f"labels {tuple(labels.shape)} do not match the logits' positions "
-            f"{tuple(student_logits.shape[:-1])}; labels must be aligned (already shifted)"
-        )
+    obj = objective_from(objective, fields, "chunked_kd_loss")
+    check_aligned(student_logits.shape[:-1], labels)
     vocab = student_logits.shape[-1]
     t = None
-    if kd_active:
-        if teacher_logits is None:
-            raise SpectrumKDError(
-                f"divergence {divergence!r} with ce_weight < 1 needs teacher_logits"
-            )
-        if teacher_logits.shape != student_logits.shape:
-            raise SpectrumKDError(
-                f"student logits {tuple(student_logits.shape)} and teacher logits "
-                f"{tuple(teacher_logits.shape)} differ in shape; slice both to the shared tokenizer "
-                "length with spectrumkd.losses.shared_vocab_logits"
-            )
+    if obj.kd_active:
+        check_teacher(obj, teacher_logits is not None)
+        assert teacher_logits is not None
+        check_same_vocab(student_logits, teacher_logits)
         t = teacher_logits.detach().reshape(-1, vocab)
-    chunk, y, den, count, cfg = _setup(
-        chunk_size, default_chunk_size(vocab), labels, ignore_index, num_tokens, divergence, temperature,
-        ce_weight, skew, teacher_weight, kd_active, compiled,
-    )  # fmt: skip
-    z = student_logits.reshape(-1, vocab)
-    total, ce, kd = _ChunkedKD.apply(z, t, y, cfg, den, chunk)
+    setup = _Setup(obj, _chunk(chunk_size, default_chunk_size(vocab)), bool(compiled))
+    y, den, count = _prepare(labels, ignore_index, num_tokens)
+    total, ce, kd = _ChunkedKD.apply(student_logits.reshape(-1, vocab), t, y, setup, den)
     return KDLoss(total=total, ce=ce, kd=kd, num_tokens=count)
 
 
+class _Fused(NamedTuple):
+    """The fused path's tensors, flat: student h ``(N, H)`` and head w ``(V_s, H)``; the teacher as
+    logits ``(N, V_t)`` or as hidden states ``(N, H_t)`` and head ``(V_t, H_t)`` (or neither);
+    ``vocab`` is the shared length both are cut to."""
+
+    h: Tensor
+    w: Tensor
+    t_logits: Tensor | None
+    t_h: Tensor | None
+    t_w: Tensor | None
+    vocab: int
+
+
+def _teacher_chunk(x: _Fused, sel: slice) -> Tensor:
+    """The teacher's ``(C, V)`` logits of the rows ``sel``, formed here when given as hidden states."""
+    if x.t_logits is not None:
+        return x.t_logits[sel, : x.vocab]
+    assert x.t_h is not None and x.t_w is not None
+    return x.t_h[sel] @ x.t_w[: x.vocab].T
+
+
 def _fused_pass(
-    h: Tensor,  # (N, H) student hidden states
-    w: Tensor,  # (V_s, H) student LM head
-    y: Tensor,  # (N,) labels, -1 = masked
-    t_logits: Tensor | None,  # (N, V_t) or None
-    t_h: Tensor | None,  # (N, H_t) or None
-    t_w: Tensor | None,  # (V_t, H_t) or None
-    cfg: _Config,
-    den: Tensor,
-    chunk: int,
-    vocab: int,
-    need_h: bool,
-    need_w: bool,
+    x: _Fused, y: Tensor, setup: _Setup, den: Tensor, need_h: bool, need_w: bool
 ) -> tuple[Tensor, Tensor, list[Tensor | None]]:
     """One pass over the chunks: summed CE and D, and the gradients w.r.t. h and w if asked."""
+    # y: (N,) labels, -1 = masked
     mask = y >= 0
-    w_v = w[:vocab]  # (V, H)
+    h, w, kd_active = x.h, x.w, setup.objective.kd_active
+    w_v = w[: x.vocab]  # (V, H)
     grad_h = torch.zeros_like(h) if need_h else None
     # Accumulate the LM-head gradient in float32 across chunks whatever the weight's dtype.
     acc_dtype = torch.float64 if w.dtype == torch.float64 else torch.float32
     grad_w = torch.zeros(w.shape, dtype=acc_dtype, device=w.device) if need_w else None
-    ce_sum = torch.zeros((), dtype=torch.float64 if h.dtype == torch.float64 else torch.float32)
-    kd_sum = torch.zeros_like(ce_sum)
+    ce_sum, kd_sum = _sums(h)
     inv_den = 1.0 / den
-    chunk_fn = _chunk_fn(cfg)
-    for sel, m in _row_chunks(mask, chunk):
+    chunk_fn = _chunk_fn(setup.compiled)
+    for sel, m in _row_chunks(mask, setup.chunk):
         h_c = h[sel]  # (C, H)
         z_c = h_c @ w_v.T  # (C, V), in the model's dtype, as the LM head would produce it
-        t_c = None
-        if cfg.kd_active:
-            if t_logits is not None:
-                t_c = t_logits[sel, :vocab]
-            else:
-                assert t_h is not None and t_w is not None
-                t_c = t_h[sel] @ t_w[:vocab].T  # (C, V)
-        ce_c, kd_c, g = chunk_fn(z_c, t_c, y[sel], m, cfg, need_h or need_w)
+        t_c = _teacher_chunk(x, sel) if kd_active else None
+        ce_c, kd_c, g = chunk_fn(z_c, t_c, y[sel], m, setup.objective, need_h or need_w)
         ce_sum += ce_c
         kd_sum += kd_c
         if g is None:
@@ -407,22 +384,19 @@ def _fused_pass(
         if grad_h is not None:
             grad_h[sel] = g @ w_v  # (C, H)
         if grad_w is not None:
-            grad_w[:vocab].addmm_(g.T.to(acc_dtype), h_c.to(acc_dtype))  # (V, H)
+            grad_w[: x.vocab].addmm_(g.T.to(acc_dtype), h_c.to(acc_dtype))  # (V, H)
     return ce_sum, kd_sum, [grad_h, None if grad_w is None else grad_w.to(w.dtype)]
 
 
 class _FusedKD(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, w, y, t_logits, t_h, t_w, cfg, den, chunk, vocab):  # type: ignore[override]
+    def forward(ctx, h, w, y, t_logits, t_h, t_w, setup, den, vocab):  # type: ignore[override]
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        ce_sum, kd_sum, grads = _fused_pass(
-            h, w, y, t_logits, t_h, t_w, cfg, den, chunk, vocab, need_h, need_w
-        )
+        x = _Fused(h, w, t_logits, t_h, t_w, vocab)
+        ce_sum, kd_sum, grads = _fused_pass(x, y, setup, den, need_h, need_w)
         ctx.save_for_backward(h, w, y, t_logits, t_h, t_w, den)  # by reference, for a 2nd backward
-        ctx.cfg, ctx.chunk, ctx.vocab, ctx.grads = cfg, chunk, vocab, grads
-        total, ce, kd = _finish(ce_sum, kd_sum, den, cfg)
-        ctx.mark_non_differentiable(ce, kd)
-        return total, ce, kd
+        ctx.setup, ctx.vocab, ctx.grads = setup, vocab, grads
+        return _outputs(ctx, ce_sum, kd_sum, den, setup.objective)
 
     @staticmethod
     @once_differentiable
@@ -431,13 +405,55 @@ class _FusedKD(torch.autograd.Function):
         ctx.grads = None
         if grads is None:  # a second backward (retain_graph=True): recompute
             h, w, y, t_logits, t_h, t_w, den = ctx.saved_tensors
+            x = _Fused(h, w, t_logits, t_h, t_w, ctx.vocab)
             need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-            grads = _fused_pass(
-                h, w, y, t_logits, t_h, t_w, ctx.cfg, den, ctx.chunk, ctx.vocab, need_h, need_w
-            )[2]
+            grads = _fused_pass(x, y, ctx.setup, den, need_h, need_w)[2]
         if not _is_one(g_total):
-            grads = [None if x is None else x.mul_(g_total.to(x.dtype)) for x in grads]
-        return grads[0], grads[1], None, None, None, None, None, None, None, None
+            grads = [None if g is None else g.mul_(g_total.to(g.dtype)) for g in grads]
+        return grads[0], grads[1], None, None, None, None, None, None, None
+
+
+def _fused_inputs(
+    student_hidden: Tensor,
+    student_lm_head_weight: Tensor,
+    labels: Tensor,
+    teacher: tuple[Tensor | None, Tensor | None, Tensor | None],
+    obj: KDObjective,
+    vocab_size: int | None,
+) -> _Fused:
+    """The checked, flattened inputs of :func:`fused_kd_loss` (teacher = logits, hidden, head)."""
+    check_aligned(student_hidden.shape[:-1], labels, "hidden states")
+    hidden = student_hidden.shape[-1]
+    if student_lm_head_weight.dim() != 2 or student_lm_head_weight.shape[1] != hidden:
+        raise SpectrumKDError(
+            f"student LM-head weight {tuple(student_lm_head_weight.shape)} is not (V, {hidden})"
+        )
+    t_logits, t_h, t_w = teacher
+    has_hidden = t_h is not None and t_w is not None
+    check_teacher(obj, t_logits is not None or has_hidden,
+                  "teacher_logits, or teacher_hidden and teacher_lm_head_weight")  # fmt: skip
+    vocabs = [student_lm_head_weight.shape[0]]
+    if not obj.kd_active:
+        t_logits = t_h = t_w = None
+    elif t_logits is not None:
+        check_aligned(t_logits.shape[:-1], labels, "teacher logits")
+        t_logits, t_h, t_w = t_logits.detach().reshape(-1, t_logits.shape[-1]), None, None
+        vocabs.append(t_logits.shape[-1])
+    else:
+        assert t_h is not None and t_w is not None
+        check_aligned(t_h.shape[:-1], labels, "teacher hidden states")
+        t_h, t_w = t_h.detach().reshape(-1, t_h.shape[-1]), t_w.detach()
+        vocabs.append(t_w.shape[0])
+    if vocab_size is None and len(set(vocabs)) > 1:
+        raise SpectrumKDError(
+            f"student and teacher vocabularies differ ({vocabs[0]} vs {vocabs[1]} rows); pass "
+            "vocab_size = the shared tokenizer length"
+        )
+    vocab = vocabs[0] if vocab_size is None else int(vocab_size)
+    if not 1 <= vocab <= min(vocabs):
+        raise SpectrumKDError(f"vocab_size {vocab} exceeds a vocabulary ({vocabs}) or is < 1")
+    h = student_hidden.reshape(-1, hidden)
+    return _Fused(h, student_lm_head_weight, t_logits, t_h, t_w, vocab)
 
 
 def fused_kd_loss(
@@ -448,22 +464,20 @@ def fused_kd_loss(
     teacher_logits: Tensor | None = None,
     teacher_hidden: Tensor | None = None,
     teacher_lm_head_weight: Tensor | None = None,
-    divergence: str = "fkl",
-    temperature: float = 1.0,
-    ce_weight: float = 0.3,
+    objective: KDObjective | None = None,
     num_tokens: int | Tensor | None = None,
     ignore_index: int = -100,
-    skew: float = 0.1,
-    teacher_weight: float = 0.5,
     vocab_size: int | None = None,
     chunk_size: int | None = None,
     compiled: bool = False,
+    **fields: Any,
 ) -> KDLoss:
     """:func:`~spectrumkd.losses.kd_loss` from hidden states and LM heads, logits formed per chunk.
 
     ``student_logits = student_hidden @ student_lm_head_weight.T`` (no bias, as in GPT-2/Llama/Qwen
     LM heads), likewise for the teacher unless ``teacher_logits`` is given; then the objective
-    ``[ce_weight·Σ CE_t + (1−ce_weight)·τ²·Σ D_t] / n`` exactly as :func:`~spectrumkd.losses.kd_loss`.
+    ``[ce_weight·Σ CE_t + (1−ce_weight)·τ²·Σ D_t] / n`` exactly as :func:`~spectrumkd.losses.kd_loss`
+    (``objective=KDObjective(...)`` or its fields as keywords).
 
     Shapes: ``student_hidden (..., H)``, ``student_lm_head_weight (V_s, H)``, ``labels (...)``
     aligned (the caller shifts); teacher either ``teacher_logits (..., V_t)`` or ``teacher_hidden
@@ -484,55 +498,10 @@ def fused_kd_loss(
     >>> bool(torch.allclose(a, kd_loss(h @ w.T, t, y).total))
     True
     """
-    kd_active = check_objective_args(divergence, temperature, ce_weight, skew, teacher_weight)
-    if student_hidden.shape[:-1] != labels.shape:
-        raise SpectrumKDError(
-            f"labels {tuple(labels.shape)} do not match the hidden states' positions "
-            f"{tuple(student_hidden.shape[:-1])}; labels must be aligned (already shifted)"
-        )
-    hidden = student_hidden.shape[-1]
-    if student_lm_head_weight.dim() != 2 or student_lm_head_weight.shape[1] != hidden:
-        raise SpectrumKDError(
-            f"student LM-head weight {tuple(student_lm_head_weight.shape)} is not (V, {hidden})"
-        )
-    vocabs = [student_lm_head_weight.shape[0]]
-    t_logits = t_h = t_w = None
-    if kd_active:
-        if teacher_logits is not None:
-            if teacher_logits.shape[:-1] != labels.shape:
-                raise SpectrumKDError(
-                    f"teacher logits {tuple(teacher_logits.shape)} do not match labels {tuple(labels.shape)}"
-                )
-            t_logits = teacher_logits.detach().reshape(-1, teacher_logits.shape[-1])
-            vocabs.append(teacher_logits.shape[-1])
-        elif teacher_hidden is not None and teacher_lm_head_weight is not None:
-            if teacher_hidden.shape[:-1] != labels.shape:
-                raise SpectrumKDError(
-                    f"teacher hidden states {tuple(teacher_hidden.shape)} do not match labels {tuple(labels.shape)}"
-                )
-            t_h = teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1])
-            t_w = teacher_lm_head_weight.detach()
-            vocabs.append(t_w.shape[0])
-        else:
-            raise SpectrumKDError(
-                "fused_kd_loss needs teacher_logits, or teacher_hidden and teacher_lm_head_weight, "
-                f"for divergence {divergence!r} with ce_weight < 1"
-            )
-    if vocab_size is None:
-        if len(set(vocabs)) > 1:
-            raise SpectrumKDError(
-                f"student and teacher vocabularies differ ({vocabs[0]} vs {vocabs[1]} rows); pass "
-                "vocab_size = the shared tokenizer length"
-            )
-        vocab_size = vocabs[0]
-    if not 1 <= vocab_size <= min(vocabs):
-        raise SpectrumKDError(f"vocab_size {vocab_size} exceeds a vocabulary ({vocabs}) or is < 1")
-    chunk, y, den, count, cfg = _setup(
-        chunk_size, default_fused_chunk_size(vocab_size), labels, ignore_index, num_tokens, divergence, temperature,
-        ce_weight, skew, teacher_weight, kd_active, compiled,
-    )  # fmt: skip
-    h = student_hidden.reshape(-1, hidden)
-    total, ce, kd = _FusedKD.apply(
-        h, student_lm_head_weight, y, t_logits, t_h, t_w, cfg, den, chunk, int(vocab_size)
-    )
+    obj = objective_from(objective, fields, "fused_kd_loss")
+    teacher = (teacher_logits, teacher_hidden, teacher_lm_head_weight)
+    x = _fused_inputs(student_hidden, student_lm_head_weight, labels, teacher, obj, vocab_size)
+    setup = _Setup(obj, _chunk(chunk_size, default_fused_chunk_size(x.vocab)), bool(compiled))
+    y, den, count = _prepare(labels, ignore_index, num_tokens)
+    total, ce, kd = _FusedKD.apply(x.h, x.w, y, x.t_logits, x.t_h, x.t_w, setup, den, x.vocab)
     return KDLoss(total=total, ce=ce, kd=kd, num_tokens=count)

@@ -1,69 +1,189 @@
-"""The KD objective: ``ce_weight·CE + (1−ce_weight)·τ²·D``, masked and normalised by a token count.
+"""The KD objective as one value: :class:`KDObjective`, its one argument check, and the presets.
 
-One reduction for every path (dense here, chunked/fused in :mod:`.chunked`, sparse in :mod:`.sparse`):
-per-token CE (on the *raw*, untempered student logits) and per-token divergence D (:mod:`.divergences`,
-both distributions at temperature τ) are summed over the positions whose label ≠ ``ignore_index`` and
-divided by ``num_tokens`` — the count over the whole gradient-accumulation window and all processes,
-which the caller passes so that the gradient does not depend on how a batch is split — or by the
-local count when it is not given. The τ² factor keeps the KD gradient's scale independent of τ
-(Hinton et al. 2015); the paper's α is ``ce_weight`` (0.3 off-policy, 0 on-policy; paper eq. 1/7).
+``KDObjective(divergence, temperature, ce_weight, skew, teacher_weight)`` names the objective
+``ce_weight·CE + (1−ce_weight)·τ²·D`` (DESIGN.md §6; paper eq. 1/7). It is frozen and checks itself
+when it is made, so every loss entry point (:func:`~spectrumkd.losses.kd_loss`,
+:func:`~spectrumkd.losses.chunked_kd_loss`, :func:`~spectrumkd.losses.fused_kd_loss`,
+:func:`~spectrumkd.losses.sparse_kd_loss`, the per-token divergences) and the run config
+(``train.config.LossConfig``) share :func:`check_objective`, the only place where the ranges and
+names are written. The loss functions take either ``objective=KDObjective(...)`` or its fields as
+keywords; :func:`objective_from` turns the keyword form into the object, reading the field list from
+the dataclass itself, so the list of loss parameters is written once (here).
 
-Labels are aligned with the logits position by position: the caller shifts (as TRL's
-``generalized_jsd_loss`` expects). Teacher logits are constants: no gradient flows into them.
+Also here: the anchor presets (:func:`preset`), which are :class:`KDObjective` values.
 
-Not here: on-policy sampling, teacher caching, vocabulary slicing (:mod:`.vocab`).
+Not here: any tensor math (torch-free on purpose; :mod:`.divergences` has the formulas and
+:mod:`.reduction` the token reduction).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import math
+import numbers
 from dataclasses import dataclass
-
-import torch
-from torch import Tensor
+from typing import Any
 
 from spectrumkd import SpectrumKDError
-from spectrumkd.losses.cross_entropy import ce_and_gather
-from spectrumkd.losses.divergences import DIVERGENCES, _check, _log_probs, divergence_from_log_probs
+
+# The per-token divergences (DESIGN.md §6). ``divergences._FORMULAS`` has one entry per name, in
+# this order (a test checks); "none" is also accepted by an objective and means plain SFT.
+DIVERGENCES: tuple[str, ...] = ("fkl", "rkl", "jsd", "tvd", "skl", "srkl")
+
+
+def _number(where: str, name: str, value: Any) -> float:
+    """``float(value)`` for a finite real number (not a bool); else a one-line error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise SpectrumKDError(f"{where}{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise SpectrumKDError(f"{where}{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _unit(where: str, name: str, value: Any) -> float:
+    out = _number(where, name, value)
+    if not 0.0 <= out <= 1.0:
+        raise SpectrumKDError(f"{where}{name} must be in [0, 1], got {value!r}")
+    return out
+
+
+def check_objective(
+    divergence: str,
+    temperature: float,
+    ce_weight: float,
+    skew: float,
+    teacher_weight: float,
+    *,
+    where: str = "",
+) -> tuple[str, float, float, float, float]:
+    """The one check of the KD parameters; returns them with the numbers as ``float``.
+
+    ``divergence`` ∈ ``none`` + :data:`DIVERGENCES`; ``temperature`` finite and > 0; ``ce_weight``,
+    ``skew`` and ``teacher_weight`` (β) in [0, 1]. NaN, ±inf, bools and non-numbers are refused.
+    ``where`` prefixes the field name in the message (``"loss."`` for the run config). Raises a
+    one-line :class:`~spectrumkd.SpectrumKDError` naming the field and the value.
+
+    >>> check_objective("jsd", 2, 0.3, 0.1, 1)
+    ('jsd', 2.0, 0.3, 0.1, 1.0)
+    >>> check_objective("jsd", 1.0, float("nan"), 0.1, 0.5, where="loss.")
+    Traceback (most recent call last):
+    ...
+    spectrumkd.SpectrumKDError: loss.ce_weight must be a finite number, got nan
+    """
+    if divergence != "none" and divergence not in DIVERGENCES:
+        raise SpectrumKDError(
+            f"unknown {where}divergence {divergence!r}: not one of none, {', '.join(DIVERGENCES)}"
+        )
+    tau = _number(where, "temperature", temperature)
+    if not tau > 0:
+        raise SpectrumKDError(f"{where}temperature must be > 0, got {temperature!r}")
+    return (
+        divergence,
+        tau,
+        _unit(where, "ce_weight", ce_weight),
+        _unit(where, "skew", skew),
+        _unit(where, "teacher_weight", teacher_weight),
+    )
 
 
 @dataclass(frozen=True)
-class KDLoss:
-    """Result of a KD objective.
+class KDObjective:
+    """``ce_weight·CE + (1−ce_weight)·τ²·D``: which D, at which τ, mixed how (DESIGN.md §6).
 
-    ``total`` is the differentiable loss ``ce_weight·ce + (1−ce_weight)·τ²·kd``. ``ce`` and ``kd``
-    are the detached parts *before* weighting (``kd`` without τ²): Σ over unmasked tokens divided by
-    ``num_tokens``. ``num_tokens`` is the count actually divided by (the caller's global count, or
-    the local count as a 0-d tensor).
+    Checked when made (:func:`check_objective`); numbers are stored as ``float``. ``divergence="none"``
+    or ``ce_weight=1`` is plain SFT (:attr:`kd_active` is False: no teacher needed). Change one field
+    with :func:`dataclasses.replace`, e.g. the curriculum's τ of an epoch.
+
+    >>> KDObjective("jsd", teacher_weight=0.9).weights()
+    (0.3, 0.7)
+    >>> KDObjective(temperature=0)
+    Traceback (most recent call last):
+    ...
+    spectrumkd.SpectrumKDError: temperature must be > 0, got 0
     """
 
-    total: Tensor
-    ce: Tensor
-    kd: Tensor
-    num_tokens: int | Tensor
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Named KD settings after an anchor paper; pass ``**preset.kwargs()`` to :func:`kd_loss`."""
-
-    divergence: str
-    ce_weight: float
+    divergence: str = "fkl"
+    """fkl | rkl | jsd | tvd | skl | srkl (:mod:`.divergences`), or none (plain SFT)."""
+    temperature: float = 1.0
+    """τ > 0: both distributions are softmax(logits/τ); the KD term is scaled by τ²."""
+    ce_weight: float = 0.3
+    """α of the paper, in [0, 1]: the CE share (0.3 off-policy, 0 on-policy)."""
     skew: float = 0.1
+    """s of skl/srkl (DistiLLM), in [0, 1]: 0 is the plain KL, 1 gives 0."""
     teacher_weight: float = 0.5
-    reference: str = ""
+    """β of jsd (TRL's convention), in [0, 1]: 0 is exactly fkl, 1 exactly rkl."""
 
-    def kwargs(self) -> dict[str, object]:
-        """The keyword arguments of :func:`kd_loss` that this preset fixes."""
-        return {
-            "divergence": self.divergence,
-            "ce_weight": self.ce_weight,
-            "skew": self.skew,
-            "teacher_weight": self.teacher_weight,
-        }
+    def __post_init__(self) -> None:
+        values = check_objective(
+            self.divergence, self.temperature, self.ce_weight, self.skew, self.teacher_weight
+        )
+        for f, value in zip(dataclasses.fields(self), values):
+            object.__setattr__(self, f.name, value)  # frozen: store the checked floats
+
+    @property
+    def kd_active(self) -> bool:
+        """True when the KD term counts (a divergence is named and ``ce_weight < 1``)."""
+        return self.divergence != "none" and self.ce_weight < 1.0
+
+    def weights(self) -> tuple[float, float]:
+        """``(ce coefficient, kd coefficient)`` of ``total = a·CE + b·D``: ``(α, (1−α)·τ²)``.
+
+        Plain SFT (not :attr:`kd_active`) is ``(1, 0)``.
+        """
+        if not self.kd_active:
+            return 1.0, 0.0
+        return self.ce_weight, (1.0 - self.ce_weight) * self.temperature**2
+
+    def kwargs(self) -> dict[str, Any]:
+        """The fields as keyword arguments of the loss functions (``kd_loss(..., **o.kwargs())``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_config(cls, config: Any, **overrides: Any) -> KDObjective:
+        """The objective from any object with attributes named like the fields (``RunConfig.loss``).
+
+        Fields the object lacks keep their defaults (``LossConfig`` has no τ: the curriculum sets it
+        per epoch, pass ``temperature=``); ``overrides`` win.
+
+        >>> from types import SimpleNamespace
+        >>> KDObjective.from_config(SimpleNamespace(divergence="rkl", ce_weight=0.0), temperature=2)
+        KDObjective(divergence='rkl', temperature=2.0, ce_weight=0.0, skew=0.1, teacher_weight=0.5)
+        """
+        names = [f.name for f in dataclasses.fields(cls)]
+        values = {n: getattr(config, n) for n in names if hasattr(config, n)}
+        return cls(**(values | overrides))
 
 
-def preset(name: str) -> Preset:
-    """Settings named after the anchors (a fresh object each call; no global mutable state).
+def objective_from(objective: KDObjective | None, fields: dict[str, Any], caller: str) -> KDObjective:
+    """The adapter behind every loss function's keyword form: ``objective`` or ``KDObjective(**fields)``.
+
+    ``fields`` are the keyword arguments the caller did not name itself; an unknown one is a
+    ``TypeError`` as Python would raise (with the closest field name), and giving both forms is a
+    :class:`~spectrumkd.SpectrumKDError`.
+
+    >>> objective_from(None, {"divergence": "tvd"}, "kd_loss").divergence
+    'tvd'
+    """
+    names = [f.name for f in dataclasses.fields(KDObjective)]
+    for key in fields:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; the fields are {', '.join(names)}"
+            raise TypeError(f"{caller}() got an unexpected keyword argument {key!r}{hint}")
+    if objective is None:
+        return KDObjective(**fields)
+    if not isinstance(objective, KDObjective):
+        raise SpectrumKDError(f"{caller}: objective must be a KDObjective, got {type(objective).__name__}")
+    if fields:
+        raise SpectrumKDError(
+            f"{caller}: pass objective= or its fields ({', '.join(sorted(fields))}), not both"
+        )
+    return objective
+
+
+def preset(name: str) -> KDObjective:
+    """Settings named after the anchors, as a :class:`KDObjective` at τ = 1 (a fresh one each call).
 
     - ``kd``: fkl, ce_weight 0.3 — Hinton et al. 2015 with the paper's off-policy α = 0.3.
     - ``minillm``: rkl, ce_weight 0.3 — Gu et al. 2023, token-level reverse KL as in the paper's
@@ -82,160 +202,24 @@ def preset(name: str) -> Preset:
     The conventions of each anchor (τ², CE form, β/λ/skew names, normalisation, CE mix) are
     tabulated in ``docs/losses.md``.
 
+    Use it as ``kd_loss(..., objective=dataclasses.replace(preset("gkd"), temperature=τ))`` or
+    ``kd_loss(..., **preset("gkd").kwargs())``.
+
     >>> preset("distillm-jsd").teacher_weight
     0.1
     """
-    table = {
-        "kd": Preset("fkl", 0.3, reference="Hinton et al. 2015"),
-        "minillm": Preset("rkl", 0.3, reference="Gu et al. 2023 (MiniLLM)"),
-        "gkd": Preset("jsd", 0.0, teacher_weight=0.5, reference="Agarwal et al. 2024 (GKD)"),
-        "distillm": Preset("skl", 0.3, skew=0.1, reference="Ko et al. 2024 (DistiLLM)"),
-        "distillm-srkl": Preset("srkl", 0.3, skew=0.1, reference="Ko et al. 2024 (DistiLLM)"),
-        "distillm-jsd": Preset(
-            "jsd", 0.3, teacher_weight=0.1, reference="Ko et al. 2024 (DistiLLM js_distance, lam=0.9)"
+    table = {  # name → (objective, anchor)
+        "kd": (KDObjective("fkl", ce_weight=0.3), "Hinton et al. 2015"),
+        "minillm": (KDObjective("rkl", ce_weight=0.3), "Gu et al. 2023 (MiniLLM)"),
+        "gkd": (KDObjective("jsd", ce_weight=0.0, teacher_weight=0.5), "Agarwal et al. 2024 (GKD)"),
+        "distillm": (KDObjective("skl", ce_weight=0.3, skew=0.1), "Ko et al. 2024 (DistiLLM)"),
+        "distillm-srkl": (KDObjective("srkl", ce_weight=0.3, skew=0.1), "Ko et al. 2024 (DistiLLM)"),
+        "distillm-jsd": (
+            KDObjective("jsd", ce_weight=0.3, teacher_weight=0.1),
+            "Ko et al. 2024 (DistiLLM js_distance, lam=0.9)",
         ),
-        "tvd": Preset("tvd", 0.3, reference="Wen et al. 2023"),
+        "tvd": (KDObjective("tvd", ce_weight=0.3), "Wen et al. 2023"),
     }
     if name not in table:
         raise SpectrumKDError(f"unknown KD preset {name!r}; expected one of {', '.join(table)}")
-    return table[name]
-
-
-def check_objective_args(
-    divergence: str, temperature: float, ce_weight: float, skew: float, teacher_weight: float
-) -> bool:
-    """Validate the shared arguments; return True when the KD term is active."""
-    if divergence != "none" and divergence not in DIVERGENCES:
-        raise SpectrumKDError(
-            f"unknown divergence {divergence!r}; expected one of none, {', '.join(DIVERGENCES)}"
-        )
-    if not 0.0 <= ce_weight <= 1.0:
-        raise SpectrumKDError(f"ce_weight must be in [0, 1], got {ce_weight}")
-    if not temperature > 0:
-        raise SpectrumKDError(f"temperature must be > 0, got {temperature}")
-    if not 0.0 <= skew <= 1.0:
-        raise SpectrumKDError(f"skew must be in [0, 1], got {skew}")
-    if not 0.0 <= teacher_weight <= 1.0:
-        raise SpectrumKDError(f"teacher_weight (β) must be in [0, 1], got {teacher_weight}")
-    return divergence != "none" and ce_weight < 1.0
-
-
-def token_denominator(mask: Tensor, num_tokens: int | Tensor | None) -> tuple[Tensor, int | Tensor]:
-    """``(denominator, count)``: the count divided by, clamped to ≥ 1 so that 0 tokens give 0, not NaN."""
-    if num_tokens is None:
-        count: int | Tensor = mask.sum()
-    else:
-        if isinstance(num_tokens, int) and num_tokens < 0:
-            raise SpectrumKDError(f"num_tokens must be >= 0, got {num_tokens}")
-        count = num_tokens
-    den = torch.as_tensor(count, dtype=torch.float32, device=mask.device).clamp(min=1.0)
-    return den, count
-
-
-def combine(
-    ce_sum: Tensor,
-    kd_sum: Tensor,
-    den: Tensor,
-    count: int | Tensor,
-    ce_weight: float,
-    temperature: float,
-) -> KDLoss:
-    """Weight and normalise summed parts into a :class:`KDLoss`."""
-    ce = ce_sum / den
-    kd = kd_sum / den
-    total = ce_weight * ce + (1.0 - ce_weight) * temperature**2 * kd
-    return KDLoss(total=total, ce=ce.detach(), kd=kd.detach(), num_tokens=count)
-
-
-def _flatten(student_logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    if student_logits.shape[:-1] != labels.shape:
-        raise SpectrumKDError(
-            f"labels {tuple(labels.shape)} do not match the logits' positions "
-            f"{tuple(student_logits.shape[:-1])}; labels must be aligned (already shifted)"
-        )
-    return student_logits.reshape(-1, student_logits.shape[-1]), labels.reshape(-1)
-
-
-def kd_loss(
-    student_logits: Tensor,
-    teacher_logits: Tensor | None,
-    labels: Tensor,
-    *,
-    divergence: str = "fkl",
-    temperature: float = 1.0,
-    ce_weight: float = 0.3,
-    num_tokens: int | Tensor | None = None,
-    ignore_index: int = -100,
-    skew: float = 0.1,
-    teacher_weight: float = 0.5,
-    chunk_size: int | None = None,
-) -> KDLoss:
-    """The paper's objective (eq. 1): ``ce_weight·CE + (1−ce_weight)·τ²·D``, token-normalised.
-
-    ``total = [ce_weight·Σ_t CE_t + (1−ce_weight)·τ²·Σ_t D_t] / n`` over tokens t with
-    ``labels[t] != ignore_index``, where ``CE_t = −log softmax(student_logits_t)[labels_t]`` (raw
-    logits, τ = 1), ``D_t = divergence(divergence, student_t, teacher_t, temperature=τ, ...)`` and
-    ``n = num_tokens`` (global count over accumulation steps and processes) or the local count.
-
-    Shapes: ``student_logits``/``teacher_logits`` ``(..., V)`` (same V: see
-    :func:`spectrumkd.losses.shared_vocab_logits`), ``labels`` ``(...)`` aligned position by position
-    (the caller shifts). Any float dtype in; math in float32. Reference: the SpectrumKD paper's
-    eq. (1)/(7); Hinton et al. 2015 for τ².
-
-    End points: all tokens masked → every part is 0 (never NaN); ``divergence="none"`` or
-    ``ce_weight=1`` → plain SFT (``teacher_logits`` may be None; ``kd`` is 0); ``ce_weight=0`` →
-    pure KD (``ce`` is still reported, detached); plain SFT runs on
-    :func:`~spectrumkd.losses.cross_entropy.ce_and_gather` (one logsumexp, analytic gradient, no
-    ``(..., V)`` copies of sliced logits). ``chunk_size`` (tokens per chunk) takes the chunked
-    path (:func:`spectrumkd.losses.chunked_kd_loss`): same value and gradients, far less memory.
-    Teacher logits get no gradient.
-
-    >>> s = torch.tensor([[[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]])
-    >>> out = kd_loss(s, s, torch.tensor([[0, -100]]), ce_weight=0.0)
-    >>> float(out.total), int(out.num_tokens)
-    (0.0, 1)
-    """
-    kd_active = check_objective_args(divergence, temperature, ce_weight, skew, teacher_weight)
-    ce_weight = ce_weight if kd_active else 1.0  # no KD term: plain SFT
-    if kd_active and teacher_logits is None:
-        raise SpectrumKDError(f"divergence {divergence!r} with ce_weight < 1 needs teacher_logits")
-    if chunk_size is not None:
-        from spectrumkd.losses.chunked import chunked_kd_loss
-
-        return chunked_kd_loss(
-            student_logits, teacher_logits, labels, divergence=divergence, temperature=temperature,
-            ce_weight=ce_weight, num_tokens=num_tokens, ignore_index=ignore_index, skew=skew,
-            teacher_weight=teacher_weight, chunk_size=chunk_size,
-        )  # fmt: skip
-    if not kd_active:  # plain SFT: one logsumexp, analytic gradient, no (..., V) copies
-        if student_logits.shape[:-1] != labels.shape:
-            _flatten(student_logits, labels)  # raises the shape error
-        sft_mask = labels != ignore_index
-        den, count = token_denominator(sft_mask, num_tokens)
-        ce_sum = ce_and_gather(student_logits, labels, sft_mask)[0].sum()
-        return combine(ce_sum, ce_sum.new_zeros(()), den, count, 1.0, temperature)
-    z, y = _flatten(student_logits, labels)  # (N, V), (N,)
-    mask = y != ignore_index
-    den, count = token_denominator(mask, num_tokens)
-    safe_y = torch.where(mask, y, 0).unsqueeze(-1)  # (N, 1)
-
-    # CE is only logged when ce_weight = 0: keep it out of the graph unless the KD term reuses it.
-    with torch.set_grad_enabled(torch.is_grad_enabled() and (ce_weight > 0 or temperature == 1.0)):
-        log_q1 = _log_probs(z, 1.0)  # (N, V): raw-logit log-probs for CE
-    ce_tok = torch.where(mask, -log_q1.gather(-1, safe_y).squeeze(-1), 0.0)
-    if ce_weight == 0.0:
-        ce_tok = ce_tok.detach()
-    ce_sum = ce_tok.sum()
-    if not kd_active:
-        return combine(ce_sum, ce_sum.new_zeros(()), den, count, 1.0, temperature)  # plain SFT
-
-    assert teacher_logits is not None
-    _check(student_logits, teacher_logits, temperature, skew, teacher_weight)
-    t = teacher_logits.detach().reshape(-1, teacher_logits.shape[-1])
-    log_q = log_q1 if temperature == 1.0 else _log_probs(z, temperature)
-    log_p = _log_probs(t, temperature)
-    d_tok = divergence_from_log_probs(
-        divergence, log_q, log_p, skew=skew, teacher_weight=teacher_weight
-    )
-    kd_sum = torch.where(mask, d_tok, 0.0).sum()
-    return combine(ce_sum, kd_sum, den, count, ce_weight, temperature)
+    return table[name][0]

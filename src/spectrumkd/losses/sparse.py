@@ -26,6 +26,7 @@ teacher log-probability is −inf (padding) are outside the support for both mod
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -33,7 +34,14 @@ from torch import Tensor
 from spectrumkd import SpectrumKDError
 from spectrumkd.losses.cross_entropy import ce_and_gather
 from spectrumkd.losses.divergences import _log_probs, divergence_from_log_probs
-from spectrumkd.losses.objective import KDLoss, check_objective_args, combine, token_denominator
+from spectrumkd.losses.objective import KDObjective, objective_from
+from spectrumkd.losses.reduction import (
+    KDLoss,
+    check_aligned,
+    combine,
+    masked_sum,
+    token_denominator,
+)
 
 
 def topk_teacher(teacher_logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -63,9 +71,8 @@ def retemper(logprobs: Tensor, temperature: float) -> Tensor:
     >>> bool(torch.allclose(retemper(lp, 2.0), torch.log_softmax(torch.tensor([1.0, 3.0, 0.0]) / 2, -1)))
     True
     """
-    if not temperature > 0:
-        raise SpectrumKDError(f"temperature must be > 0, got {temperature}")
-    return _log_probs(logprobs, temperature)
+    tau = KDObjective(temperature=temperature).temperature  # the one check of τ
+    return _log_probs(logprobs, tau)
 
 
 def sparse_kd_loss(
@@ -74,20 +81,18 @@ def sparse_kd_loss(
     teacher_logprobs: Tensor,
     labels: Tensor,
     *,
-    divergence: str = "fkl",
-    temperature: float = 1.0,
-    ce_weight: float = 0.3,
+    objective: KDObjective | None = None,
     num_tokens: int | Tensor | None = None,
     ignore_index: int = -100,
-    skew: float = 0.1,
-    teacher_weight: float = 0.5,
+    **fields: Any,
 ) -> KDLoss:
     """:func:`~spectrumkd.losses.kd_loss` with the teacher given as top-k ids and τ = 1 log-probs.
 
     ``total = [ce_weight·Σ_t CE_t + (1−ce_weight)·τ²·Σ_t D(p̃_t, q̃_t)] / n`` over tokens with
     label ≠ ``ignore_index``; ``p̃ = softmax(teacher_logprobs / τ)`` and ``q̃ = softmax(student_logits
     gathered at teacher_ids / τ)``, both over the k ids (see the module docstring for why the tail is
-    handled by conditioning on the support). CE uses the full, raw student logits.
+    handled by conditioning on the support). CE uses the full, raw student logits. The objective is
+    ``objective=KDObjective(...)`` or its fields as keywords, as in :func:`~spectrumkd.losses.kd_loss`.
 
     Shapes: ``student_logits (..., V)``, ``teacher_ids (..., k)`` int64 (distinct per position),
     ``teacher_logprobs (..., k)`` (−inf allowed for padding), ``labels (...)`` aligned. Reference:
@@ -103,13 +108,8 @@ def sparse_kd_loss(
     >>> bool(torch.allclose(a, kd_loss(s, t, y, divergence="rkl", temperature=2.0).total))
     True
     """
-    kd_active = check_objective_args(divergence, temperature, ce_weight, skew, teacher_weight)
-    ce_weight = ce_weight if kd_active else 1.0  # no KD term: plain SFT
-    if student_logits.shape[:-1] != labels.shape:
-        raise SpectrumKDError(
-            f"labels {tuple(labels.shape)} do not match the logits' positions "
-            f"{tuple(student_logits.shape[:-1])}; labels must be aligned (already shifted)"
-        )
+    obj = objective_from(objective, fields, "sparse_kd_loss")
+    check_aligned(student_logits.shape[:-1], labels)
     if teacher_ids.shape != teacher_logprobs.shape or teacher_ids.shape[:-1] != labels.shape:
         raise SpectrumKDError(
             f"teacher ids {tuple(teacher_ids.shape)} and log-probs {tuple(teacher_logprobs.shape)} "
@@ -119,19 +119,20 @@ def sparse_kd_loss(
     den, count = token_denominator(mask, num_tokens)
     # One logsumexp over V gives the CE; the KD term needs only the k gathered student logits
     # (analytic backward: the (..., V) gradient is the only vocabulary-sized buffer).
-    ce_tok, z_s = ce_and_gather(student_logits, labels, mask, teacher_ids if kd_active else None)
+    ids = teacher_ids if obj.kd_active else None
+    ce_tok, z_s = ce_and_gather(student_logits, labels, mask, ids)
     ce_sum = ce_tok.sum()
-    if ce_weight == 0:
+    if obj.weights()[0] == 0.0:  # pure KD: CE is only logged
         ce_sum = ce_sum.detach()
-    if not kd_active:
-        return combine(ce_sum, ce_sum.new_zeros(()), den, count, 1.0, temperature)  # plain SFT
+    if not obj.kd_active:
+        return combine(ce_sum, ce_sum.new_zeros(()), den, count, obj)  # plain SFT
     assert z_s is not None  # (..., k), float32
     # A −inf teacher entry (padding of a short row) is outside the support for the student too.
     z_s = torch.where(teacher_logprobs == -math.inf, -math.inf, z_s)
-    log_q = _log_probs(z_s, temperature)
-    log_p = retemper(teacher_logprobs.detach(), temperature)
+    tau = obj.temperature
+    log_q = _log_probs(z_s, tau)
+    log_p = retemper(teacher_logprobs.detach(), tau)
     d_tok = divergence_from_log_probs(
-        divergence, log_q, log_p, skew=skew, teacher_weight=teacher_weight
+        obj.divergence, log_q, log_p, skew=obj.skew, teacher_weight=obj.teacher_weight
     )
-    kd_sum = torch.where(mask, d_tok, 0.0).sum()
-    return combine(ce_sum, kd_sum, den, count, ce_weight, temperature)
+    return combine(ce_sum, masked_sum(d_tok, mask), den, count, obj)

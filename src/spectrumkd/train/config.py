@@ -215,11 +215,12 @@ class LossConfig:
             _check_choice("loss", "divergence", self.divergence, DIVERGENCES)
         if self.ce_weight is None:
             self.ce_weight = {"sft": 1.0, "kd": 0.3, "gkd": 0.0}[self.mode]
-        _check_range("loss", "ce_weight", self.ce_weight, 0.0, 1.0)
+        from spectrumkd.losses.objective import check_objective  # the loss's one check (torch)
+
+        check_objective(self.divergence, 1.0, self.ce_weight, self.skew, self.teacher_weight,
+                        where="loss.")  # τ comes from the curriculum  # fmt: skip
         if self.mode == "sft" and self.ce_weight != 1.0:
             raise SpectrumKDError(f"loss.mode=sft needs ce_weight=1.0, got {self.ce_weight}")
-        _check_range("loss", "skew", self.skew, 0.0, 1.0)
-        _check_range("loss", "teacher_weight", self.teacher_weight, 0.0, 1.0)
         _check_range("loss", "gkd_lambda", self.gkd_lambda, 0.0, 1.0)
         _check_range("loss", "gkd_max_new_tokens", self.gkd_max_new_tokens, 1)
         if self.chunk_size is not None:
