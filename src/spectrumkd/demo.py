@@ -29,7 +29,6 @@ def run_demo(config_path: str | Path, out_dir: str | Path, overrides: list[str] 
     seed = exp.seeds[0]
     runs = [out / "runs" / name / f"seed{seed}" for name in exp.arms]
     runs += [out / "references" / ref for ref in exp.references if ref == "before"]
-    figures = []
-    lead = Section("Results", render_markdown(results).rstrip("\n"), figures)
+    lead = Section("Results", render_markdown(results).rstrip("\n"), [])
     return write_report(runs, out / "report", lead=lead,
                         lead_images=[("../figures/results.png", "ROUGE-L by arm")])

@@ -205,7 +205,7 @@ def _evaluate(model_dir: Path, eval_dir: Path, exp: ExperimentConfig) -> None:
     e = exp.eval
     evaluate(EvalOptions(out=eval_dir, model=str(model_dir), suite="instruct", sets="dolly",
                          data=e.data, limit=e.limit, seeds=list(e.seeds),
-                         max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, device="cpu"))
+                         max_new_tokens=e.max_new_tokens, batch_size=e.batch_size))
 
 
 def _planned_steps(cfg, run_dir: Path) -> int | None:
@@ -304,7 +304,8 @@ def run_experiment(config_path: str | Path, out_dir: str | Path,
             first_run = first_run or run_dir
             _evaluate(_checkpoint_model(run_dir, exp.eval.checkpoint), _eval_dir(run_dir, exp), exp)
             save_config(cfg, run_dir / "arm.yaml")
-            write_results(out, summarize(out, exp, arms))
+            per_run = collect_scores(out, exp)
+            write_results(out, summarize(out, exp, arms, per_run), per_run)
 
     for ref in exp.references:
         model_dir = Path(student_dir) if ref == "before" else Path(teacher_dir)
@@ -312,9 +313,10 @@ def run_experiment(config_path: str | Path, out_dir: str | Path,
             raise SpectrumKDError("experiment: evaluate a GGUF teacher through its cached folder")
         _log(f"reference {ref}: evaluating {model_dir}")
         _evaluate(model_dir, out / "references" / ref / "eval", exp)
-    results = summarize(out, exp, arms)
+    per_run = collect_scores(out, exp)
+    results = summarize(out, exp, arms, per_run)
     results["seconds_this_call"] = round(time.perf_counter() - t0, 1)
-    write_results(out, results)
+    write_results(out, results, per_run)
     _log(f"finished in {(time.perf_counter() - t0) / 60:.1f} min; "
          f"{out / f'results{exp.eval.suffix}.md'}")
     return results
@@ -345,23 +347,33 @@ def _run_mean(scores: dict) -> float:
     return sum(scores.values()) / len(scores)
 
 
-def summarize(out: str | Path, exp: ExperimentConfig, arms: dict) -> dict:
-    """results.json of the runs finished so far (arms with no finished seed are listed empty)."""
-    from spectrumkd.evaluate.stats import mean_std, relative_gain, wilcoxon_p
-
+def collect_scores(out: str | Path, exp: ExperimentConfig) -> dict[str, dict[int, dict]]:
+    """``{arm: {seed: {(generation seed, prompt id): ROUGE-L}}}`` of every finished evaluation."""
     out = Path(out)
     per_run: dict[str, dict[int, dict]] = {}
-    steps: dict[str, dict] = {}
     for name in exp.arms:
-        per_run[name], steps[name] = {}, {"planned": [], "real": []}
+        per_run[name] = {}
         for seed in exp.seeds:
-            run_dir = out / "runs" / name / f"seed{seed}"
-            eval_dir = _eval_dir(run_dir, exp)
+            eval_dir = _eval_dir(out / "runs" / name / f"seed{seed}", exp)
             scores = _scores(eval_dir) if _eval_done(eval_dir, len(exp.eval.seeds)) else None
             if scores is not None:
                 per_run[name][seed] = scores
-                steps[name]["planned"].append(_planned_steps(arms[name], run_dir))
-                steps[name]["real"].append(_real_steps(run_dir))
+    return per_run
+
+
+def summarize(out: str | Path, exp: ExperimentConfig, arms: dict,
+              per_run: dict[str, dict[int, dict]] | None = None) -> dict:
+    """results.json of the runs finished so far (arms with no finished seed are listed empty);
+    ``per_run`` is :func:`collect_scores`'s result, read here when not given."""
+    from spectrumkd.evaluate.stats import mean_std, relative_gain, wilcoxon_p
+
+    out = Path(out)
+    per_run = collect_scores(out, exp) if per_run is None else per_run
+    steps: dict[str, dict] = {}
+    for name, runs in per_run.items():
+        run_dirs = [out / "runs" / name / f"seed{seed}" for seed in runs]
+        steps[name] = {"planned": [_planned_steps(arms[name], d) for d in run_dirs],
+                       "real": [_real_steps(d) for d in run_dirs]}
     base_runs = per_run[exp.baseline]
     base_mean = mean_std([_run_mean(s) for s in base_runs.values()])[0] if base_runs else None
     table = {}
@@ -460,18 +472,18 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(out: Path, results: dict) -> None:
-    """results.json, results.md, per_prompt.jsonl and the figure (when matplotlib is present)."""
+def write_results(out: Path, results: dict, per_run: dict[str, dict[int, dict]]) -> None:
+    """results.json, results.md, per_prompt.jsonl (from ``per_run``, :func:`collect_scores`) and
+    the figure (when matplotlib is present)."""
     from spectrumkd.fileio import atomic_write_text
 
     suffix = "" if results["checkpoint"] == "best" else f"-{results['checkpoint']}"
     atomic_write_text(out / f"results{suffix}.json", json.dumps(results, indent=2) + "\n")
     atomic_write_text(out / f"results{suffix}.md", render_markdown(results))
     rows = []
-    for name in results["arms"]:
-        for seed in results["arms"][name]["seeds"]:
-            run_eval = out / "runs" / name / f"seed{seed}" / f"eval{suffix}"
-            for (gen_seed, pid), score in sorted(_scores(run_eval).items()):
+    for name, runs in per_run.items():
+        for seed in sorted(runs):
+            for (gen_seed, pid), score in sorted(runs[seed].items()):
                 rows.append({"arm": name, "train_seed": seed, "gen_seed": gen_seed, "id": pid,
                              "rougeL": round(score, 4)})
     atomic_write_text(out / f"per_prompt{suffix}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))

@@ -7,44 +7,28 @@ are the help texts); the build itself is :func:`spectrumkd.train.student.build_s
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING, fields
 
-from spectrumkd.commands.options import field_docs
+from spectrumkd.commands.options import add_field_options, fields_from_args
 
 HELP = ("Make a student from a teacher: drop the least important block of decoder layers "
         "(measured on calibration text), heal it with a short KD run, write DIR/student.json.")
 
 
-def _parse_type(annotation: str):
-    if "int" in annotation:
-        return int
-    if "float" in annotation:
-        return float
-    return str
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from spectrumkd.train.student import StudentConfig
 
-    docs = field_docs(StudentConfig)
-    for f in fields(StudentConfig):
-        default = f.default if f.default is not MISSING else None
-        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=default,
-                       type=_parse_type(str(f.type)),
-                       help=f"{docs.get(f.name, '')} (default: {default})".strip())
+    add_field_options(p, StudentConfig)
     p.add_argument("--out", required=True, help="the student folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--no-cache", action="store_true", help="rebuild even when a cached build exists")
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
+    from spectrumkd.train.student import StudentConfig, build_student, read_student_card
 
-    from spectrumkd.train.student import CARD, StudentConfig, build_student
-
-    cfg = StudentConfig(**{f.name: getattr(args, f.name) for f in fields(StudentConfig)})
+    cfg = StudentConfig(**fields_from_args(StudentConfig, args))
     out = build_student(cfg, args.out, overwrite=args.overwrite, use_cache=not args.no_cache)
-    card = json.loads((out / CARD).read_text(encoding="utf-8"))
+    card = read_student_card(out)
     ce = card["ce"]
     healed = f"{ce['healed']:.2f}" if ce["healed"] is not None else "not healed"
     print(f"kept layers {card['kept_layers']} ({card['num_layers']['student']} of "

@@ -107,13 +107,12 @@ class StudentConfig:
 
 def read_student_card(folder: str | Path) -> dict:
     """The ``student.json`` of a student folder (an error naming the file when it is unreadable)."""
+    from spectrumkd.fileio import read_json
+
     path = Path(folder) / CARD
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpectrumKDError(f"{path}: no student card (build it with `spectrumkd student`)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SpectrumKDError(f"{path}: not a valid student card: {exc}") from None
+    if not path.is_file():
+        raise SpectrumKDError(f"{path}: no student card (build it with `spectrumkd student`)")
+    return read_json(path, what="student card")
 
 
 def _log(message: str) -> None:
