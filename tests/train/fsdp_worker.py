@@ -94,7 +94,23 @@ def main() -> None:
     if rank == 0:
         Path(args.out).write_text(json.dumps({"losses": losses, "world": world, "start": start}))
     if dist is not None:
-        dist.destroy_process_group()
+        _shut_down(dist)
+
+
+def _shut_down(dist) -> None:
+    """End a gloo run without the exit-time abort that CI once hit on rank 1.
+
+    ``terminate called without an active exception`` (SIGABRT) came from a gloo worker thread
+    still being torn down while the interpreter finalised (pytorch/pytorch#179291 describes the
+    same race). So: every rank waits for the others, the group is destroyed while Python is fully
+    alive, and the process leaves with ``os._exit`` after flushing, skipping finalisation. The
+    results are already on disk; nothing after this point could change them.
+    """
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _options():
