@@ -32,7 +32,7 @@ import yaml
 from spectrumkd import SpectrumKDError
 from spectrumkd.curriculum.spec import PlanSpec
 from spectrumkd.fileio import atomic_write_text, read_text
-from spectrumkd.losses.divergences import DIVERGENCES
+from spectrumkd.losses.objective import DIVERGENCES
 from spectrumkd.scoring.metrics import METRICS, REDUCTIONS
 
 __all__ = [
@@ -225,6 +225,16 @@ class LossConfig:
         _check_range("loss", "gkd_max_new_tokens", self.gkd_max_new_tokens, 1)
         if self.chunk_size is not None:
             _check_range("loss", "chunk_size", self.chunk_size, 1)
+
+    def objective(self, temperature: float):
+        """This section's :class:`~spectrumkd.losses.KDObjective` at the curriculum's ``temperature``.
+
+        >>> LossConfig(mode="gkd").objective(2.0)
+        KDObjective(divergence='jsd', temperature=2.0, ce_weight=0.0, skew=0.1, teacher_weight=0.5)
+        """
+        from spectrumkd.losses.objective import KDObjective
+
+        return KDObjective(self.divergence, temperature, self.ce_weight, self.skew, self.teacher_weight)
 
 
 @dataclass

@@ -15,10 +15,18 @@ from __future__ import annotations
 
 import torch
 
-from spectrumkd.losses import default_chunk_size, kd_loss, shared_vocab_logits, sparse_kd_loss
+from spectrumkd.losses import (
+    KDObjective,
+    default_chunk_size,
+    kd_loss,
+    shared_vocab_logits,
+    sparse_kd_loss,
+)
 from spectrumkd.train.config import LossConfig
 
 __all__ = ["micro_loss", "objective_loss", "shifted_labels"]
+
+CE_ONLY = KDObjective("none", ce_weight=1.0)  # no targets: plain SFT, or a cached run's validation
 
 
 def shifted_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -37,20 +45,17 @@ def objective_loss(loss: LossConfig, student_logits, targets, labels, *, tempera
     unless ``loss.chunk_size`` sets the chunk: same value and gradients as dense autograd, ~2×
     faster and far less memory.
     """
-    objective = {
-        "divergence": loss.divergence, "ce_weight": loss.ce_weight, "skew": loss.skew,
-        "teacher_weight": loss.teacher_weight,
-    }  # fmt: skip
     if targets is None:
-        return kd_loss(student_logits[..., :vocab], None, labels, divergence="none", ce_weight=1.0,
-                       num_tokens=num_tokens, chunk_size=loss.chunk_size)
+        return kd_loss(student_logits[..., :vocab], None, labels, objective=CE_ONLY,
+                       num_tokens=num_tokens, chunk_size=loss.chunk_size)  # fmt: skip
+    objective = loss.objective(temperature)
     if isinstance(targets, tuple):
         t_ids, t_logprobs = targets
         return sparse_kd_loss(student_logits[..., :vocab], t_ids, t_logprobs, labels,
-                              temperature=temperature, num_tokens=num_tokens, **objective)
+                              objective=objective, num_tokens=num_tokens)  # fmt: skip
     s_logits, t_logits = shared_vocab_logits(student_logits, targets, vocab)
-    return kd_loss(s_logits, t_logits, labels, temperature=temperature, num_tokens=num_tokens,
-                   chunk_size=loss.chunk_size or default_chunk_size(vocab), **objective)
+    return kd_loss(s_logits, t_logits, labels, objective=objective, num_tokens=num_tokens,
+                   chunk_size=loss.chunk_size or default_chunk_size(vocab))  # fmt: skip
 
 
 def micro_loss(model, batch: dict, *, loss: LossConfig, temperature: float, num_tokens: int,
