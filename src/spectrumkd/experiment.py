@@ -35,12 +35,12 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
-from spectrumkd import SpectrumKDError
+from spectrumkd import SpectrumKDError, configfile
 from spectrumkd.rundir import RunDir
 
 __all__ = ["ExperimentConfig", "EvalSection", "load_experiment", "run_experiment", "summarize"]
@@ -102,7 +102,7 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.eval, dict):
-            self.eval = _dataclass_from(EvalSection, self.eval, "experiment.eval")
+            self.eval = configfile.build(EvalSection, self.eval, where="experiment.eval")
         if not self.arms:
             raise SpectrumKDError("experiment.arms must name at least one arm")
         for name, overrides in self.arms.items():
@@ -120,53 +120,47 @@ class ExperimentConfig:
             raise SpectrumKDError(f"experiment.references: unknown {bad}; use {list(REFERENCES)}")
 
 
-def _dataclass_from(cls, raw: dict, where: str):
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise SpectrumKDError(f"{where}: unknown keys {unknown}; valid: {sorted(known)}")
-    return cls(**raw)
-
-
 def load_experiment(path: str | Path, overrides: list[str] | None = None):
     """``(ExperimentConfig, base RunConfig, {arm: RunConfig})`` from a YAML file, fully validated.
 
     ``overrides`` are dotted: ``experiment.seeds=[0]``, ``experiment.eval.limit=10`` or
-    ``run.curriculum.epochs=3``. Every arm's run config is built and checked here, before any model
-    is loaded.
+    ``run.curriculum.epochs=3``. Every arm's run config and the student to build are checked
+    here, before any model is loaded. Both sections go through :mod:`spectrumkd.configfile`, the
+    engine of the run config.
     """
-    from spectrumkd.train.config import apply_overrides, config_from_dict
+    from spectrumkd.train.config import apply_overrides, config_from_dict, resolve_data_paths
 
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise SpectrumKDError(f"{path}: config file not found") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise SpectrumKDError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict) or set(raw) - {"experiment", "run"}:
-        raise SpectrumKDError(f"{path}: expected top-level keys experiment and run")
-    exp_raw = copy.deepcopy(raw.get("experiment") or {})
-    run_overrides = []
+    raw = configfile.read_mapping(path)
+    if set(raw) - {"experiment", "run"}:
+        raise SpectrumKDError(f"{path}: expected top-level keys experiment and run, "
+                              f"got {sorted(map(str, raw))}")  # fmt: skip
+    items: dict[str, list[str]] = {"experiment": [], "run": []}
     for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SpectrumKDError(f"override {item!r} is not key=value")
-        if key.startswith("run."):
-            run_overrides.append(f"{key[4:]}={value}")
-        elif key.startswith("experiment."):
-            *parents, leaf = key.split(".")[1:]
-            node = exp_raw
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = yaml.safe_load(value)
-        else:
-            raise SpectrumKDError(f"override {item!r} must start with experiment. or run.")
-    exp = _dataclass_from(ExperimentConfig, exp_raw, f"{path}: experiment")
-    base_dict = apply_overrides(raw.get("run") or {}, run_overrides)
-    base = config_from_dict(base_dict, where=f"{path}: run")
-    arms = {name: _arm_config(base_dict, exp, name, where=str(path)) for name in exp.arms}
+        head, dot, rest = item.partition(".")
+        if not dot or head not in items or "=" not in rest:
+            raise SpectrumKDError(f"override {item!r}: expected experiment.KEY=VALUE or run.KEY=VALUE")
+        items[head].append(rest)
+    exp_raw = configfile.apply_overrides(ExperimentConfig, raw.get("experiment") or {},
+                                         items["experiment"])  # fmt: skip
+    exp = configfile.build(ExperimentConfig, exp_raw, where=f"{path}: experiment")
+    base_dict = apply_overrides(raw.get("run") or {}, items["run"])
+    base = resolve_data_paths(config_from_dict(base_dict, where=f"{path}: run"), path)
+    arms = {name: resolve_data_paths(_arm_config(base_dict, exp, name, where=str(path)), path)
+            for name in exp.arms}  # fmt: skip
+    student_config(exp, base)  # checked now; built (or read from the cache) by run_experiment
     return exp, base, arms
+
+
+def student_config(exp: ExperimentConfig, base):
+    """The :class:`~spectrumkd.train.student.StudentConfig` of ``experiment.student`` (its teacher
+    is ``run.teacher``), or None when the experiment uses ``run.student`` as it is."""
+    if exp.student is None:
+        return None
+    from spectrumkd.train.student import StudentConfig
+
+    return configfile.build(StudentConfig, {"teacher": base.teacher.spec, **exp.student},
+                            where="experiment.student")  # fmt: skip
 
 
 def _arm_config(base_dict: dict, exp: ExperimentConfig, name: str, *, where: str):
@@ -260,7 +254,7 @@ def run_experiment(config_path: str | Path, out_dir: str | Path,
     """Run (or continue) the experiment of ``config_path`` into ``out_dir``; returns results.json."""
     from spectrumkd.train.config import save_config
     from spectrumkd.train.pipeline import distill, resolve_spec
-    from spectrumkd.train.student import StudentConfig, build_student
+    from spectrumkd.train.student import build_student
 
     t0 = time.perf_counter()
     exp, base, arms = load_experiment(config_path, overrides)
@@ -272,8 +266,8 @@ def run_experiment(config_path: str | Path, out_dir: str | Path,
         encoding="utf-8")
 
     teacher_dir, teacher_gguf = resolve_spec(base.teacher)
-    if exp.student is not None:
-        student_cfg = StudentConfig(**{"teacher": base.teacher.spec, **exp.student})
+    student_cfg = student_config(exp, base)
+    if student_cfg is not None:
         student_dir = str(build_student(student_cfg))
     else:
         student_dir = resolve_spec(base.student)[0]

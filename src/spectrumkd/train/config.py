@@ -19,19 +19,16 @@ This module does not load models or data; :mod:`spectrumkd.train.pipeline` does.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
-import types
-import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from spectrumkd import SpectrumKDError
+from spectrumkd import SpectrumKDError, configfile
 from spectrumkd.curriculum.spec import PlanSpec
-from spectrumkd.fileio import atomic_write_text, read_text
+from spectrumkd.fileio import atomic_write_text
 from spectrumkd.losses.objective import DIVERGENCES
 from spectrumkd.scoring.metrics import METRICS, REDUCTIONS
 
@@ -48,6 +45,7 @@ __all__ = [
     "apply_overrides",
     "config_from_dict",
     "load_config",
+    "resolve_data_paths",
     "save_config",
 ]
 
@@ -377,101 +375,12 @@ class RunConfig:
             )
 
 
-def _all_keys(cls: type, prefix: str = "") -> list[str]:
-    keys = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        t = hints[f.name]
-        if dataclasses.is_dataclass(t):
-            keys += _all_keys(t, f"{prefix}{f.name}.")
-        else:
-            keys.append(f"{prefix}{f.name}")
-    return keys
-
-
 # Hugging Face TrainingArguments names people type out of habit → ours.
 _ALIASES = {
     "learning_rate": "lr", "per_device_train_batch_size": "batch_size",
     "gradient_accumulation_steps": "grad_accumulation", "max_grad_norm": "grad_clip",
     "num_train_epochs": "epochs", "lr_scheduler_type": "schedule", "alpha": "ce_weight",
 }  # fmt: skip
-
-
-def _unknown_key(key: str, valid: list[str], where: str) -> SpectrumKDError:
-    section, _, leaf = key.rpartition(".")
-    same = [v for v in valid if v.rpartition(".")[0] == section]
-    alias = _ALIASES.get(leaf)
-    by_alias = [v for v in valid if alias and v.rpartition(".")[2] == alias]
-    close = [v for v in by_alias if v in same] or by_alias
-    if not close and same:  # compare leaf names within the section first
-        leaves = difflib.get_close_matches(leaf, [v.rpartition(".")[2] for v in same], n=1, cutoff=0.5)
-        close = [f"{section}.{leaves[0]}" if section else leaves[0]] if leaves else []
-    if not close:
-        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.0)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return SpectrumKDError(f"{where}: unknown config key {key!r}{hint}")
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Convert a YAML value to the annotated type ``tp`` or raise naming ``key``."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, key)
-            except SpectrumKDError as exc:
-                errors.append(str(exc))
-        raise SpectrumKDError(errors[0])
-    if origin is list:
-        (inner,) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise SpectrumKDError(f"{key}: expected a list, got {value!r}")
-        return [_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "5e-5" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-    raise SpectrumKDError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
-
-
-def _build(cls: type, data: dict, prefix: str, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise SpectrumKDError(f"{where}: {prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            raise _unknown_key(f"{prefix}{key}", _all_keys(RunConfig), where)
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value or {}, f"{prefix}{key}.", where)
-        else:
-            kwargs[key] = _convert(value, tp, f"{where}: {prefix}{key}")
-    return cls(**kwargs)
 
 
 def config_from_dict(data: dict, *, where: str = "config") -> RunConfig:
@@ -484,9 +393,9 @@ def config_from_dict(data: dict, *, where: str = "config") -> RunConfig:
     >>> config_from_dict({"loss": {"divergense": "rkl"}})
     Traceback (most recent call last):
     ...
-    spectrumkd.SpectrumKDError: config: unknown config key 'loss.divergense'; did you mean 'loss.divergence'?
+    spectrumkd.SpectrumKDError: config: unknown keys ['divergense'] (loss.divergense); did you mean 'loss.divergence'?
     """
-    return _build(RunConfig, data, "", where)
+    return configfile.build(RunConfig, data, where=where, aliases=_ALIASES)
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -495,25 +404,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     >>> apply_overrides({"loss": {"mode": "kd"}}, ["loss.divergence=rkl", "optim.lr=1e-4"])
     {'loss': {'mode': 'kd', 'divergence': 'rkl'}, 'optim': {'lr': '1e-4'}}
     """
-    valid = _all_keys(RunConfig)
-    sections = {k for k, t in typing.get_type_hints(RunConfig).items() if dataclasses.is_dataclass(t)}
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise SpectrumKDError(f"override {item!r}: expected key=value, e.g. loss.divergence=rkl")
-        if key not in valid:
-            raise _unknown_key(key, valid, "override")
-        value = yaml.safe_load(raw) if raw.strip() else None
-        parts = key.split(".")
-        if len(parts) == 2 and parts[0] in sections:
-            section = out.get(parts[0])
-            out[parts[0]] = dict(section) if isinstance(section, dict) else {}
-            out[parts[0]][parts[1]] = value
-        else:
-            out[key] = value
-    return out
+    return configfile.apply_overrides(RunConfig, data, overrides, aliases=_ALIASES)
 
 
 def _resolve_path(raw: str, config_path: Path | None) -> str:
@@ -541,18 +432,9 @@ def load_config(
     can name ``../shared/data/...`` relative to the checkout from any working directory).
     ``sections`` (e.g. ``loss={"mode": "sft"}``) are merged in before the overrides.
     """
-    data: dict = {}
     config_path = Path(path) if path is not None else None
     where = str(config_path) if config_path is not None else "config"
-    if config_path is not None:
-        text = read_text(config_path, what="config file")
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise SpectrumKDError(f"{config_path}: not valid YAML ({' '.join(str(exc).split())})") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise SpectrumKDError(f"{config_path}: expected a mapping at the top level")
-        data = loaded or {}
+    data = configfile.read_mapping(config_path) if config_path is not None else {}
     for name, section in sections.items():
         merged = dict(data.get(name) or {}) if isinstance(section, dict) else None
         if merged is not None:
@@ -561,7 +443,11 @@ def load_config(
         else:
             data[name] = section
     data = apply_overrides(data, overrides or [])
-    cfg = config_from_dict(data, where=where)
+    return resolve_data_paths(config_from_dict(data, where=where), config_path)
+
+
+def resolve_data_paths(cfg: RunConfig, config_path: Path | None) -> RunConfig:
+    """``cfg`` with relative ``data.source``/``data.validation_source`` resolved (see load_config)."""
     for attr in ("source", "validation_source"):
         raw = getattr(cfg.data, attr)
         if raw:
