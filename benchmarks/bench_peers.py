@@ -1,7 +1,7 @@
 """spectrumkd's KD loss against its peers (TRL dense, TRL chunked, Liger chunked), time and memory.
 
 Run: ``.venv/bin/python benchmarks/bench_peers.py`` (about 10-15 minutes on the shared 2-core CPU:
-42 fresh subprocesses, two of the variants compile; ``--quick`` for a smoke run, ``--vocabs 49152``
+54 fresh subprocesses, five of the variants compile; ``--quick`` for a smoke run, ``--vocabs 49152``
 for one size). Needs ``trl`` and ``liger-kernel`` (``pip install trl liger-kernel``); a peer that
 does not import is listed as not installed, with the import error, and left out of the ratios.
 
@@ -15,6 +15,7 @@ term, averaged over unmasked tokens; forward + backward to ``h`` and ``w``. Size
 Variants:
 - ``spectrumkd_fused``           :func:`spectrumkd.losses.fused_kd_loss` from both hidden states;
 - ``spectrumkd_fused_compiled``  the same with ``compiled=True`` (``torch.compile`` per chunk);
+- ``spectrumkd_fused_compiled_c64``, ``_c128``  the same at 64 and 128 tokens per chunk;
 - ``spectrumkd_chunked_compiled`` logits built by autograd (``h @ w.T``, teacher under no_grad),
   then :func:`~spectrumkd.losses.chunked_kd_loss` with ``compiled=True``;
 - ``trl_dense``     TRL ``GKDTrainer.generalized_jsd_loss`` on the same autograd logits;
@@ -60,7 +61,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OURS = ("spectrumkd_fused", "spectrumkd_fused_compiled", "spectrumkd_chunked_compiled")
+# Our compiled fused path at three chunk sizes: the default (default_fused_chunk_size: a ~32 MiB
+# float32 chunk buffer, 170 tokens at 49,152, 55 at 151,936) and fixed 64 and 128 tokens — smaller
+# chunks trade LM-head matmul speed for memory (every chunk reads both whole heads).
+LEAN_CHUNKS = (64, 128)
+OURS = ("spectrumkd_fused", "spectrumkd_fused_compiled",
+        *(f"spectrumkd_fused_compiled_c{c}" for c in LEAN_CHUNKS), "spectrumkd_chunked_compiled")
 PEERS = ("trl_dense", "trl_chunked", "liger_eager", "liger_compiled")
 VARIANTS = OURS + PEERS
 BETA = 0.5
@@ -119,11 +125,12 @@ def _loss_fn(variant: str):
                 return chunked_kd_loss(h @ w.T, t, y, compiled=True, **kw).total
 
             return ours_chunked
-        compiled = variant == "spectrumkd_fused_compiled"
+        compiled = variant.startswith("spectrumkd_fused_compiled")
+        chunk = int(variant.rpartition("_c")[2]) if variant.rpartition("_c")[2].isdigit() else None
 
         def ours_fused(h, w, ht, wt, y):
             return fused_kd_loss(h, w, y, teacher_hidden=ht, teacher_lm_head_weight=wt,
-                                 compiled=compiled, **kw).total  # fmt: skip
+                                 compiled=compiled, chunk_size=chunk, **kw).total  # fmt: skip
 
         return ours_fused
     if variant == "trl_dense":

@@ -376,6 +376,7 @@ def _fused_pass(
         z_c = h_c @ w_v.T  # (C, V), in the model's dtype, as the LM head would produce it
         t_c = _teacher_chunk(x, sel) if kd_active else None
         ce_c, kd_c, g = chunk_fn(z_c, t_c, y[sel], m, setup.objective, need_h or need_w)
+        del z_c, t_c  # free both (C, V) buffers before the next chunk allocates its own
         ce_sum += ce_c
         kd_sum += kd_c
         if g is None:
@@ -385,6 +386,7 @@ def _fused_pass(
             grad_h[sel] = g @ w_v  # (C, H)
         if grad_w is not None:
             grad_w[: x.vocab].addmm_(g.T.to(acc_dtype), h_c.to(acc_dtype))  # (V, H)
+        del g
     return ce_sum, kd_sum, [grad_h, None if grad_w is None else grad_w.to(w.dtype)]
 
 
