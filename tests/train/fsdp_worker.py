@@ -13,7 +13,8 @@ only on accelerator devices (``AcceleratorState``: the FSDP branch is inside the
 types); on CPU an ``accelerate launch`` with an FSDP config silently becomes ``MULTI_CPU`` (DDP).
 torch's own FSDP2 does run on CPU with gloo, so this worker drives it directly with the library's
 loss, data and collator: what FSDP changes (sharded parameters, all-gathers, reduce-scatters, the
-sharded optimizer state, full-state-dict save and resume) is exercised.
+sharded optimizer state) is exercised, and save/resume goes through the library's own
+checkpoints (``spectrumkd.train.checkpoint``), which gather a sharded student to whole tensors.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from conftest import STUDENT, TEACHER, records
 from spectrumkd.data import Collator, build_examples
 from spectrumkd.losses import kd_loss
 from spectrumkd.models import load_model, tiny_tokenizer
+from spectrumkd.rundir import RunDir
+from spectrumkd.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 
 GLOBAL_BATCH, STEPS = 4, 4
 
@@ -67,9 +70,10 @@ def main() -> None:
             fully_shard(layer, mesh=mesh)
         fully_shard(student, mesh=mesh)
     opt = torch.optim.AdamW(student.parameters(), lr=3e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     start = 0
     if args.resume:
-        start = load(Path(args.resume), student, opt, dist)
+        start = load(Path(args.resume), student, opt, sched, rank)
     losses = []
     for step in range(start, min(STEPS, args.stop_after)):
         batch_ex = [examples[(step * GLOBAL_BATCH + i) % len(examples)] for i in range(GLOBAL_BATCH)]
@@ -84,13 +88,14 @@ def main() -> None:
                       ce_weight=0.3, num_tokens=n_global, chunk_size=8)  # fmt: skip
         (out.total * world).backward()  # FSDP averages gradients over processes
         opt.step()
+        sched.step()
         opt.zero_grad()
         total = out.total.detach().clone()
         if dist is not None:
             dist.all_reduce(total)  # the global loss: sum of the per-process parts
         losses.append(float(total))
     if args.save:
-        save(Path(args.save), student, opt, dist, rank, min(STEPS, args.stop_after))
+        save(Path(args.save), student, opt, sched, rank, min(STEPS, args.stop_after))
     if rank == 0:
         Path(args.out).write_text(json.dumps({"losses": losses, "world": world, "start": start}))
     if dist is not None:
@@ -113,45 +118,20 @@ def _shut_down(dist) -> None:
     os._exit(0)
 
 
-def _options():
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-
-    return StateDictOptions(full_state_dict=True, cpu_offload=True)
-
-
-def save(folder: Path, model, opt, dist, rank: int, step: int) -> None:
-    """Full (unsharded) model and optimizer state, gathered to rank 0 and written there."""
-    if dist is None:
-        model_sd, opt_sd = model.state_dict(), opt.state_dict()
-    else:
-        from torch.distributed.checkpoint.state_dict import (
-            get_model_state_dict,
-            get_optimizer_state_dict,
-        )
-
-        model_sd = get_model_state_dict(model, options=_options())
-        opt_sd = get_optimizer_state_dict(model, opt, options=_options())
-    if rank == 0:
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": model_sd, "optimizer": opt_sd, "step": step}, folder / "state.pt")
-    if dist is not None:
-        dist.barrier()
+def save(folder: Path, model, opt, sched, rank: int, step: int) -> None:
+    """The library's checkpoint (:func:`spectrumkd.train.checkpoint.save_checkpoint`) into the
+    run directory ``folder``: a sharded student is gathered to whole tensors, written by rank 0."""
+    state = TrainState(global_step=step, step_in_epoch=step, generation=1)
+    save_checkpoint(folder, model=model, optimizer=opt, scheduler=sched, state=state,
+                    export=False, rank=rank, is_main=rank == 0)  # fmt: skip
 
 
-def load(folder: Path, model, opt, dist) -> int:
-    blob = torch.load(folder / "state.pt", weights_only=False)
-    if dist is None:
-        model.load_state_dict(blob["model"])
-        opt.load_state_dict(blob["optimizer"])
-    else:
-        from torch.distributed.checkpoint.state_dict import (
-            set_model_state_dict,
-            set_optimizer_state_dict,
-        )
-
-        set_model_state_dict(model, blob["model"], options=_options())
-        set_optimizer_state_dict(model, opt, blob["optimizer"], options=_options())
-    return int(blob["step"])
+def load(folder: Path, model, opt, sched, rank: int) -> int:
+    found = RunDir(folder).latest_checkpoint()
+    assert found is not None, f"no checkpoint in {folder}"
+    state = load_checkpoint(found, model=model, optimizer=opt, scheduler=sched, rank=0,
+                            restore_rng=False)  # fmt: skip
+    return state.global_step
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ with gloo, but accelerate 1.15 does not select FSDP on CPU: ``AcceleratorState``
 ``DistributedType.FSDP`` only inside its accelerator-device branch, so ``accelerate launch`` with an
 FSDP config and ``use_cpu: true`` runs plain ``MULTI_CPU`` data parallelism (asserted below, so
 that a change in accelerate is noticed). The FSDP tests therefore drive ``fully_shard`` directly
-(``fsdp_worker.py``) with the library's models, collator and loss; ``spectrumkd.train.loop.train``
-under accelerate's FSDP is exercised only on GPUs.
+(``fsdp_worker.py``) with the library's models, collator, loss and checkpoints;
+``spectrumkd.train.loop.train`` under accelerate's FSDP is exercised only on GPUs.
 """
 
 from __future__ import annotations
@@ -61,6 +61,13 @@ def test_fsdp_save_and_resume_equals_uninterrupted(tmp_path, uninterrupted):
     ck = tmp_path / "ck"
     first = _run(tmp_path / "a.json", "--save", str(ck), "--stop-after", "2")
     assert first["losses"] == pytest.approx(two["losses"][:2], rel=1e-6)
+    # The library's checkpoint, gathered from the shards: whole tensors, optimizer keyed by name.
+    import torch
+    from safetensors.torch import load_file
+
+    gen = ck / "checkpoints" / "gen-000001"
+    assert torch.load(gen / "state.pt", weights_only=True)["optimizer_keys"] == "names"
+    assert load_file(gen / "trainable.safetensors")["model.embed_tokens.weight"].shape[0] > 1000
     resumed = _run(tmp_path / "b.json", "--resume", str(ck))
     assert resumed["start"] == 2
     assert resumed["losses"] == pytest.approx(two["losses"][2:], rel=1e-6)

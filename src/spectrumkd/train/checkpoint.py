@@ -8,6 +8,8 @@ It holds
   LoRA adapter weights otherwise), the resume source of truth;
 - ``state.pt``: optimizer and scheduler state dicts, written with ``torch.save`` and read back
   with ``torch.load(weights_only=True)`` (tensors and plain containers only; no code runs);
+  a student sharded by FSDP2 is gathered to whole tensors first (:func:`_full_state`), so its
+  checkpoint resumes under any process count, sharded or not;
 - ``train_state.json``: :class:`TrainState` (epoch, step, generation, best generation, ...);
 - ``rng-<rank>.json`` (Python and numpy RNG states as plain numbers) and
   ``rng-<rank>.safetensors`` (torch CPU and CUDA generator states as uint8 tensors);
@@ -113,6 +115,42 @@ def _trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def _sharded(model: torch.nn.Module) -> bool:
+    """True when the student's parameters are DTensors: sharded by FSDP2 (``fully_shard``, which
+    accelerate's FSDP v2 uses)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def _full_options(**extra):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, **extra)
+
+
+def _full_state(model: torch.nn.Module, optimizer) -> tuple[dict, dict]:
+    """``(trainable weights, optimizer state)`` as whole CPU tensors.
+
+    A sharded student's are gathered with ``torch.distributed.checkpoint.state_dict`` (a
+    collective: every process calls this; rank 0 gets the full tensors, the others empty dicts),
+    and its optimizer state is keyed by parameter names instead of positions: ``state.pt`` says
+    which (``"optimizer_keys": "names"``), and :func:`load_checkpoint` reads either kind, into a
+    sharded or a plain student (a plain student's state has no such key).
+    """
+    if not _sharded(model):
+        return _trainable(model), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    full = get_model_state_dict(model, options=_full_options(cpu_offload=True))
+    weights = {n: t.contiguous() for n, t in full.items() if n in names}
+    return weights, get_optimizer_state_dict(model, optimizer, options=_full_options(cpu_offload=True))
+
+
 def export_model(model: torch.nn.Module, folder: Path, *, tokenizer=None, merge: bool = False) -> None:
     """``save_pretrained`` the (unwrapped) student into ``folder``; under LoRA also ``merged/``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -150,12 +188,18 @@ def save_checkpoint(
     """
     rd = RunDir(run_dir)
     tmp = rd.checkpoints / (f"gen-{state.generation:06d}.tmp")
+    sharded = _sharded(model)
+    if sharded or is_main:  # gathering a sharded student takes every process
+        weights, optim_state = _full_state(model, optimizer)
     if is_main:
         tmp = begin_generation(rd.checkpoints, state.generation, stage=_stage)
-        save_file(_trainable(model), str(tmp / "trainable.safetensors"))
+        save_file(weights, str(tmp / "trainable.safetensors"))
         _stage("weights")
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                   tmp / "state.pt")
+        blob = {"optimizer": optim_state, "scheduler": scheduler.state_dict()}
+        if sharded:
+            blob["optimizer_keys"] = "names"  # else positions, as Optimizer.state_dict() has them
+        torch.save(blob, tmp / "state.pt")
+        del weights, optim_state, blob
         _stage("optimizer")
         (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=1) + "\n", encoding="utf-8")
         _stage("state")
@@ -214,9 +258,16 @@ def load_checkpoint(
             f"{folder}: checkpoint does not fit this model (missing {missing}, unexpected {extra}); "
             "was it written with another student or LoRA setting?"
         )
-    with torch.no_grad():
-        for name, tensor in saved.items():
-            params[name].copy_(tensor)
+    if _sharded(model):
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        # Every process holds the whole file; each keeps its own shard. strict=False: buffers and
+        # the second name of a tied weight are not in a checkpoint of trainable parameters.
+        set_model_state_dict(model, saved, options=_full_options(strict=False))
+    else:
+        with torch.no_grad():
+            for name, tensor in saved.items():
+                params[name].copy_(tensor)
     try:
         blob = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
     except Exception as exc:  # the safe unpickler refuses anything but tensors and containers
@@ -224,7 +275,11 @@ def load_checkpoint(
         raise SpectrumKDError(
             f"{folder / 'state.pt'}: refused to load (not plain optimizer state: {first[:160]})"
         ) from None
-    if optimizer is not None:
+    if optimizer is not None and blob.get("optimizer_keys") == "names":  # written sharded
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optimizer, blob["optimizer"], options=_full_options())
+    elif optimizer is not None:
         optimizer.load_state_dict(blob["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(blob["scheduler"])
