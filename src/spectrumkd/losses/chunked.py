@@ -21,9 +21,14 @@ Float32 accuracy: log-probabilities are formed as ``z/τ − logsumexp(z/τ)`` i
 (max error 8e-6 vs 3e-6 against float64 at vocab 49,152 and logits of scale 5); the gradients then
 match a float64 reference to ~1e-6 relative (``benchmarks/bench_kd_loss.py`` reports it).
 
-Optional compiled path (``compiled=True``): the per-chunk function (log-probabilities, divergence,
-analytic gradient, CE) runs under ``torch.compile``, which fuses its dozen elementwise passes over
-each ``chunk × V`` buffer. If compilation is unavailable or fails (no C++ compiler, an unsupported
+Optional compiled path (``compiled=True``): each chunk runs two functions under ``torch.compile``.
+:func:`_chunk_stats` does only reductions (the log-sum-exps, Σ CE, Σ D and the divergence's center
+⟨q, g⟩, kept as ``(C, 1)`` columns); :func:`_chunk_grad_into` is then purely elementwise and writes
+the gradient into a given buffer: the chunk's own logits on the fused path, the rows of the
+gradient on the chunked path. Compiled as one function, Inductor kept two ``chunk × V``
+intermediates besides the gradient; split this way it keeps none, and the fused path's working set
+is the chunk's two logits buffers (at vocab 49,152 and 2,048 tokens: 176 MiB at the peak instead
+of 304, and faster). If compilation is unavailable or fails (no C++ compiler, an unsupported
 backend, a dynamo error), the eager function is used instead and a ``RuntimeWarning`` says why,
 once per process.
 
@@ -47,7 +52,13 @@ from spectrumkd import SpectrumKDError
 from spectrumkd.losses.divergences import (
     _log_probs_lse as _log_probs,  # z − logsumexp(z): float32-accurate, for paths without autograd
 )
-from spectrumkd.losses.divergences import _logits_value_and_grad, check_same_vocab
+from spectrumkd.losses.divergences import (
+    _logits_grad_from_stats,
+    _logits_value_and_grad,
+    _logits_value_and_stats,
+    _tempered,
+    check_same_vocab,
+)
 from spectrumkd.losses.objective import KDObjective, objective_from
 from spectrumkd.losses.reduction import (
     KDLoss,
@@ -150,6 +161,60 @@ def _chunk_loss_and_grad(
     return ce_sum, kd_sum, grad
 
 
+def _chunk_stats(
+    z: Tensor, t: Tensor | None, y: Tensor, m: Tensor | None, objective: KDObjective
+) -> tuple[Tensor, Tensor, tuple]:
+    """Pass 1 of the compiled path: Σ CE and Σ D of the chunk, and the row statistics of pass 2.
+
+    Only reductions: what is kept is ``(C, 1)`` per row (the log-sum-exps, the divergence's
+    center, the raw log-sum-exp for CE), never a ``(C, V)`` tensor.
+    """
+    if m is not None:
+        y = y.clamp(min=0)  # excluded rows carry -1; any id keeps gather valid
+    kd_stats = None
+    if objective.kd_active:
+        assert t is not None
+        d, kd_stats = _logits_value_and_stats(z, t, objective)
+        kd_sum = masked_sum(d, m)
+    if kd_stats is not None and objective.temperature == 1.0:
+        lse = kd_stats[0]  # the tempered log-sum-exp at τ = 1 is CE's
+    else:
+        lse = _tempered(z, 1.0)[1]
+    x = z if z.dtype == torch.float64 else z.float()
+    ce_sum = masked_sum(lse.squeeze(1) - x.gather(1, y.unsqueeze(1)).squeeze(1), m)
+    if not objective.kd_active:
+        kd_sum = ce_sum.new_zeros(())
+    return ce_sum, kd_sum, (kd_stats, lse)
+
+
+def _chunk_grad_into(
+    z: Tensor, t: Tensor | None, y: Tensor, m: Tensor | None, objective: KDObjective,
+    stats: tuple, scale: Tensor, out: Tensor,
+) -> None:  # fmt: skip
+    """Pass 2: ``scale ×`` the gradient of :func:`_chunk_loss_and_grad`, written into ``out``.
+
+    Elementwise only (from pass 1's row statistics), so under ``torch.compile`` it is one loop
+    that may write over its own input: the fused path passes ``out=z`` and the chunk needs no
+    ``(C, V)`` buffer beyond its logits.
+    """
+    kd_stats, lse = stats
+    ce_w, kd_w = objective.weights()
+    grad = None
+    if objective.kd_active:
+        assert t is not None
+        grad = _logits_grad_from_stats(z, t, objective, kd_stats) * kd_w
+    if ce_w > 0.0:
+        x = z if z.dtype == torch.float64 else z.float()
+        vocab = torch.arange(x.shape[1], device=x.device)
+        soft = (x - lse).exp() - (vocab.unsqueeze(0) == y.clamp(min=0).unsqueeze(1)).to(x.dtype)
+        grad = soft * ce_w if grad is None else grad + soft * ce_w
+    if grad is None:  # ce_weight = 0 and no KD: the loss is constant
+        grad = torch.zeros_like(z, dtype=out.dtype)
+    if m is not None:
+        grad = torch.where(m.unsqueeze(1), grad, 0.0)
+    out.copy_(grad * scale)
+
+
 @functools.lru_cache(maxsize=1)
 def _compiled_holder() -> dict:
     """The process's compiled per-chunk function, created on first use.
@@ -176,31 +241,46 @@ def _fall_back(reason: str) -> None:
         )
 
 
+def _eager_chunk(z, t, y, m, objective, need_grad, scale, out):
+    """The eager per-chunk step: ``(Σ CE, Σ D, scale × gradient or None)`` (``out`` unused: the
+    one-pass function's in-place arithmetic already keeps its buffers few)."""
+    ce_c, kd_c, g = _chunk_loss_and_grad(z, t, y, m, objective, need_grad)
+    return ce_c, kd_c, (None if g is None else g.mul_(scale))
+
+
 def _chunk_fn(compiled: bool) -> Callable:
-    """The per-chunk function to call: compiled if asked and available, else eager."""
+    """The per-chunk step ``(z, t, y, m, objective, need_grad, scale, out) -> (Σ CE, Σ D, grad)``.
+
+    ``grad`` is ``scale ×`` d(objective)/dz, or None without ``need_grad``. Compiled (if asked and
+    available): two compiled passes, :func:`_chunk_stats` then :func:`_chunk_grad_into`, and the
+    gradient is written into ``out`` (which is returned); else :func:`_eager_chunk`.
+    """
     if not compiled:
-        return _chunk_loss_and_grad
+        return _eager_chunk
     holder = _compiled_holder()
     if holder["failed"] is not None:
-        return _chunk_loss_and_grad
+        return _eager_chunk
     if holder["fn"] is None:
         try:
-            holder["fn"] = _compile(_chunk_loss_and_grad)
+            holder["fn"] = (_compile(_chunk_stats), _compile(_chunk_grad_into))
         except Exception as err:  # any failure means "use eager"; the warning says why
             _fall_back(f"{type(err).__name__}: {err}")
-            return _chunk_loss_and_grad
-    compiled = holder["fn"]
+            return _eager_chunk
+    stats_fn, grad_fn = holder["fn"]
 
-    def call(z, t, y, m, objective, need_grad):
+    def call(z, t, y, m, objective, need_grad, scale, out):
         if holder["failed"] is not None:
-            return _chunk_loss_and_grad(z, t, y, m, objective, need_grad)
+            return _eager_chunk(z, t, y, m, objective, need_grad, scale, out)
         if m is not None:
             m = m.clone()  # a view's base size would be guarded on: one graph for all chunks
         try:
-            return compiled(z, t, y, m, objective, need_grad)
+            ce_c, kd_c, stats = stats_fn(z, t, y, m, objective)
+            if need_grad:
+                grad_fn(z, t, y, m, objective, stats, scale, out)
         except Exception as err:  # torch.compile compiles lazily, on the first call
             _fall_back(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-            return _chunk_loss_and_grad(z, t, y, m, objective, need_grad)
+            return _eager_chunk(z, t, y, m, objective, need_grad, scale, out)
+        return ce_c, kd_c, (out if need_grad else None)
 
     return call
 
@@ -238,11 +318,12 @@ def _logits_pass(
     chunk_fn = _chunk_fn(setup.compiled)
     for sel, m in _row_chunks(mask, setup.chunk):
         t_c = None if t is None else t[sel]
-        ce_c, kd_c, g = chunk_fn(z[sel], t_c, y[sel], m, setup.objective, need_grad)
+        out = None if grad_z is None else grad_z[sel]
+        ce_c, kd_c, g = chunk_fn(z[sel], t_c, y[sel], m, setup.objective, need_grad, inv_den, out)
         ce_sum += ce_c
         kd_sum += kd_c
-        if grad_z is not None and g is not None:
-            grad_z[sel].copy_(g.mul_(inv_den))
+        if grad_z is not None and g is not None and g is not out:
+            grad_z[sel].copy_(g)
     return ce_sum, kd_sum, grad_z
 
 
@@ -375,13 +456,15 @@ def _fused_pass(
         h_c = h[sel]  # (C, H)
         z_c = h_c @ w_v.T  # (C, V), in the model's dtype, as the LM head would produce it
         t_c = _teacher_chunk(x, sel) if kd_active else None
-        ce_c, kd_c, g = chunk_fn(z_c, t_c, y[sel], m, setup.objective, need_h or need_w)
+        # The compiled step writes the chunk's gradient over its logits (out=z_c).
+        ce_c, kd_c, g = chunk_fn(z_c, t_c, y[sel], m, setup.objective, need_h or need_w, inv_den,
+                                 z_c)  # fmt: skip
         del z_c, t_c  # free both (C, V) buffers before the next chunk allocates its own
         ce_sum += ce_c
         kd_sum += kd_c
         if g is None:
             continue
-        g = g.mul_(inv_den).to(h.dtype)  # (C, V)
+        g = g.to(h.dtype)  # (C, V)
         if grad_h is not None:
             grad_h[sel] = g @ w_v  # (C, H)
         if grad_w is not None:

@@ -115,10 +115,9 @@ def _log_mix(log_a: Tensor, log_b: Tensor, weight_a: float) -> Tensor:
     )
 
 
-def _centered(q: Tensor, g: Tensor) -> Tensor:
-    """q ⊙ (g − ⟨q, g⟩) with g set to 0 where q = 0 (so ±inf in g cannot leak as NaN)."""
-    g = torch.where(q > 0, g, 0.0)
-    return q * (g - (q * g).sum(-1, keepdim=True))
+def _masked_g(q: Tensor, g: Tensor) -> Tensor:
+    """g set to 0 where q = 0 (so ±inf in g cannot leak as NaN into q ⊙ g)."""
+    return torch.where(q > 0, g, 0.0)
 
 
 class _Terms(NamedTuple):
@@ -136,8 +135,36 @@ class _Terms(NamedTuple):
     p: Tensor | None = None
 
 
+class _Grad(NamedTuple):
+    """The gradient column of the table: dD/du (u = tempered student logits, q = softmax(u)).
+
+    ``centered``: dD/du = q ⊙ (g − ⟨q, g⟩) with g = ``fn(terms)`` (∂D/∂q, constants dropped since
+    they cancel); else ``fn`` is dD/du in closed form. :meth:`center` is the row reduction ⟨q, g⟩
+    alone, so a two-pass caller (the compiled chunk path of :mod:`.chunked`) can keep only that
+    ``(..., 1)`` column between a pass of reductions and a pass of elementwise work.
+    """
+
+    fn: Callable[[_Terms], Tensor]
+    centered: bool = True
+
+    def center(self, t: _Terms) -> Tensor | None:
+        """⟨q, g⟩ per row, ``(..., 1)``; None for a closed form."""
+        if not self.centered:
+            return None
+        return (t.q * _masked_g(t.q, self.fn(t))).sum(-1, keepdim=True)
+
+    def __call__(self, t: _Terms, center: Tensor | None = None) -> Tensor:
+        """dD/du; ``center`` is a precomputed :meth:`center` of the same terms."""
+        if not self.centered:
+            return self.fn(t)
+        g = _masked_g(t.q, self.fn(t))
+        if center is None:
+            center = (t.q * g).sum(-1, keepdim=True)
+        return t.q * (g - center)
+
+
 # With u = student_logits/τ and q = softmax(u), any D(q) has dD/du = q ⊙ (g − ⟨q, g⟩) where
-# g = ∂D/∂q (constants dropped, since they cancel), written with _centered. The g of each:
+# g = ∂D/∂q (constants dropped, since they cancel): a centered _Grad. The g of each:
 #   fkl:  dD/du = q − p (closed form)          rkl:  g = log q − log p
 #   jsd:  g = (1−β)·(log q − log m)            tvd:  g = ½·sign(q − p)
 #   skl:  g = −(1−s)·p/m                       srkl: g = log q − log m − s·q/m
@@ -146,30 +173,30 @@ def _prob(log_a: Tensor, a: Tensor | None) -> Tensor:
     return log_a.exp() if a is None else a
 
 
-def _skl_grad(t: _Terms) -> Tensor:
+def _skl_g(t: _Terms) -> Tensor:
     ratio = torch.where(t.p > 0, (t.log_p - t.log_m).exp(), 0.0)  # p/m, 0 where p = 0
-    return _centered(t.q, -(1.0 - t.w) * ratio)
+    return -(1.0 - t.w) * ratio
 
 
-def _srkl_grad(t: _Terms) -> Tensor:
+def _srkl_g(t: _Terms) -> Tensor:
     log_ratio = t.log_q - t.log_m
-    return _centered(t.q, log_ratio - t.w * log_ratio.exp())
+    return log_ratio - t.w * log_ratio.exp()
 
 
-_Formula = tuple[Callable[[_Terms], Tensor], Callable[[_Terms], Tensor]]
+_Formula = tuple[Callable[[_Terms], Tensor], _Grad]
 _FORMULAS: dict[str, _Formula] = {  # name: (value, d value / d u)
-    "fkl": (lambda t: _kl(t.log_p, t.log_q, t.p), lambda t: t.q.sub_(t.p)),
-    "rkl": (lambda t: _kl(t.log_q, t.log_p, t.q), lambda t: _centered(t.q, t.log_q - t.log_p)),
+    "fkl": (lambda t: _kl(t.log_p, t.log_q, t.p), _Grad(lambda t: t.q.sub_(t.p), centered=False)),
+    "rkl": (lambda t: _kl(t.log_q, t.log_p, t.q), _Grad(lambda t: t.log_q - t.log_p)),
     "jsd": (
         lambda t: t.w * _kl(t.log_p, t.log_m, t.p) + (1.0 - t.w) * _kl(t.log_q, t.log_m, t.q),
-        lambda t: _centered(t.q, (1.0 - t.w) * (t.log_q - t.log_m)),
+        _Grad(lambda t: (1.0 - t.w) * (t.log_q - t.log_m)),
     ),
     "tvd": (
         lambda t: 0.5 * (_prob(t.log_q, t.q) - _prob(t.log_p, t.p)).abs().sum(-1),
-        lambda t: _centered(t.q, 0.5 * (t.q - t.p).sign_()),
+        _Grad(lambda t: 0.5 * (t.q - t.p).sign_()),
     ),
-    "skl": (lambda t: _kl(t.log_p, t.log_m, t.p), _skl_grad),
-    "srkl": (lambda t: _kl(t.log_q, t.log_m, t.q), _srkl_grad),
+    "skl": (lambda t: _kl(t.log_p, t.log_m, t.p), _Grad(_skl_g)),
+    "srkl": (lambda t: _kl(t.log_q, t.log_m, t.q), _Grad(_srkl_g)),
 }
 
 
@@ -214,6 +241,44 @@ def _value_and_grad(
     """Values and d values / d u (u = tempered student logits) from the table, no autograd."""
     (value, grad), terms = _terms(name, log_q, log_p, skew, teacher_weight, probs=True)
     return value(terms), grad(terms)
+
+
+def _tempered(logits: Tensor, temperature: float, lse: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``(x − lse, lse)`` for x = logits/τ in float32 (float64 kept); ``lse`` reused when given."""
+    x = logits if logits.dtype == torch.float64 else logits.float()
+    if temperature != 1.0:
+        x = x / temperature
+    if lse is None:
+        lse = torch.logsumexp(x, dim=-1, keepdim=True)
+    return x - lse, lse
+
+
+def _logits_value_and_stats(
+    student_logits: Tensor, teacher_logits: Tensor, objective: KDObjective
+) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor | None]]:
+    """Pass 1 of two: the values and the per-row ``(lse_q, lse_p, center)`` that pass 2
+    (:func:`_logits_grad_from_stats`) needs, each ``(..., 1)`` — no ``(..., V)`` result."""
+    tau = objective.temperature
+    log_q, lse_q = _tempered(student_logits, tau)
+    log_p, lse_p = _tempered(teacher_logits, tau)
+    (value, grad), terms = _terms(objective.divergence, log_q, log_p, objective.skew,
+                                  objective.teacher_weight, probs=True)  # fmt: skip
+    return value(terms), (lse_q, lse_p, grad.center(terms))
+
+
+def _logits_grad_from_stats(
+    student_logits: Tensor, teacher_logits: Tensor, objective: KDObjective,
+    stats: tuple[Tensor, Tensor, Tensor | None],
+) -> Tensor:  # fmt: skip
+    """Pass 2: d values / d student_logits from pass 1's row statistics (elementwise only)."""
+    tau = objective.temperature
+    lse_q, lse_p, center = stats
+    log_q, _ = _tempered(student_logits, tau, lse_q)
+    log_p, _ = _tempered(teacher_logits, tau, lse_p)
+    (_, grad), terms = _terms(objective.divergence, log_q, log_p, objective.skew,
+                              objective.teacher_weight, probs=True)  # fmt: skip
+    out = grad(terms, center)
+    return out * (1.0 / tau) if tau != 1.0 else out
 
 
 def _logits_value_and_grad(
