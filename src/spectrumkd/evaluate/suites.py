@@ -192,8 +192,8 @@ def run_math(
 # ----------------------------------------------------------------------------- code
 
 
-def code_program(item: EvalItem, completion: str, kind: str) -> str:
-    """The test program of one completion (HumanEval or MBPP)."""
+def code_program(item: EvalItem, completion: str, kind: str) -> code_eval.CodeJob:
+    """The sandboxed test job of one completion (HumanEval or MBPP)."""
     if item.extra["kind"] == "humaneval":
         return code_eval.humaneval_program(
             item.prompt, completion, item.extra["test"], item.extra["entry_point"], kind=kind
