@@ -572,7 +572,10 @@ def fused_kd_loss(
     ``vocab_size`` get 0). Reference: Liger-Kernel ``LigerFusedLinearJSDLoss`` /
     ``LigerFusedLinearDistillationBase`` (chunked logits, analytic gradients in forward).
     End points as :func:`~spectrumkd.losses.kd_loss`; ``chunk_size=None`` →
-    :func:`default_fused_chunk_size`; ``compiled`` as in :func:`chunked_kd_loss`.
+    :func:`default_fused_chunk_size` (sized for the eager path); ``compiled`` as in
+    :func:`chunked_kd_loss`. Compiled, a chunk holds only its two logits buffers, and 128 tokens
+    per chunk was both faster and leaner than every peer at vocab 49,152 and 151,936
+    (``benchmarks/bench_peers.py``, docs/scaling.md).
 
     >>> g = torch.Generator().manual_seed(0)
     >>> h, w = torch.randn(6, 4, generator=g), torch.randn(9, 4, generator=g)
