@@ -56,6 +56,7 @@ from spectrumkd.losses.divergences import (
     _logits_grad_from_stats,
     _logits_value_and_grad,
     _logits_value_and_stats,
+    _scaled,
     _tempered,
     check_same_vocab,
 )
@@ -180,8 +181,7 @@ def _chunk_stats(
         lse = kd_stats[0]  # the tempered log-sum-exp at τ = 1 is CE's
     else:
         lse = _tempered(z, 1.0)[1]
-    x = z if z.dtype == torch.float64 else z.float()
-    ce_sum = masked_sum(lse.squeeze(1) - x.gather(1, y.unsqueeze(1)).squeeze(1), m)
+    ce_sum = masked_sum(lse.squeeze(1) - _scaled(z, 1.0).gather(1, y.unsqueeze(1)).squeeze(1), m)
     if not objective.kd_active:
         kd_sum = ce_sum.new_zeros(())
     return ce_sum, kd_sum, (kd_stats, lse)
@@ -204,9 +204,9 @@ def _chunk_grad_into(
         assert t is not None
         grad = _logits_grad_from_stats(z, t, objective, kd_stats) * kd_w
     if ce_w > 0.0:
-        x = z if z.dtype == torch.float64 else z.float()
-        vocab = torch.arange(x.shape[1], device=x.device)
-        soft = (x - lse).exp() - (vocab.unsqueeze(0) == y.clamp(min=0).unsqueeze(1)).to(x.dtype)
+        log_soft = _tempered(z, 1.0, lse)[0]
+        vocab = torch.arange(z.shape[1], device=z.device)
+        soft = log_soft.exp() - (vocab.unsqueeze(0) == y.clamp(min=0).unsqueeze(1)).to(log_soft.dtype)
         grad = soft * ce_w if grad is None else grad + soft * ce_w
     if grad is None:  # ce_weight = 0 and no KD: the loss is constant
         grad = torch.zeros_like(z, dtype=out.dtype)

@@ -72,26 +72,34 @@ __all__ = [
 _LOG_FLOOR = -1e30
 
 
+def _scaled(logits: Tensor, temperature: float) -> Tensor:
+    """``logits / τ`` in float32 (float64 kept, for gradcheck): what every log-probability reads."""
+    x = logits if logits.dtype == torch.float64 else logits.float()
+    return x / temperature if temperature != 1.0 else x
+
+
 def _log_probs(logits: Tensor, temperature: float) -> Tensor:
     """log softmax(logits / τ) over the last dim, in float32 (float64 kept); for autograd paths."""
-    x = logits if logits.dtype == torch.float64 else logits.float()
-    if temperature != 1.0:
-        x = x / temperature
-    return torch.log_softmax(x, dim=-1)
+    return torch.log_softmax(_scaled(logits, temperature), dim=-1)
 
 
-def _log_probs_lse(logits: Tensor, temperature: float) -> Tensor:
-    """log softmax(logits / τ) as ``x − logsumexp(x)``, x = logits/τ in float32 (float64 kept).
+def _tempered(logits: Tensor, temperature: float, lse: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``(x − lse, lse)`` for x = logits/τ (:func:`_scaled`); ``lse`` reused when given.
 
     ``torch.logsumexp`` reduces with an accurate max-shifted sum, and the subtraction is exact to
     half an ulp, so the error is that of one float32 rounding of ``x`` plus one of the logsumexp;
     ``torch.log_softmax`` on CPU is ~3× worse at V ≈ 50k (see the module docstring). For paths
     without autograd (it would save ``x``).
     """
-    x = logits if logits.dtype == torch.float64 else logits.float()
-    if temperature != 1.0:
-        x = x / temperature
-    return x - torch.logsumexp(x, dim=-1, keepdim=True)
+    x = _scaled(logits, temperature)
+    if lse is None:
+        lse = torch.logsumexp(x, dim=-1, keepdim=True)
+    return x - lse, lse
+
+
+def _log_probs_lse(logits: Tensor, temperature: float) -> Tensor:
+    """log softmax(logits / τ) as ``x − logsumexp(x)`` (:func:`_tempered`), float32-accurate."""
+    return _tempered(logits, temperature)[0]
 
 
 def _kl(log_a: Tensor, log_b: Tensor, a: Tensor | None = None) -> Tensor:
@@ -241,16 +249,6 @@ def _value_and_grad(
     """Values and d values / d u (u = tempered student logits) from the table, no autograd."""
     (value, grad), terms = _terms(name, log_q, log_p, skew, teacher_weight, probs=True)
     return value(terms), grad(terms)
-
-
-def _tempered(logits: Tensor, temperature: float, lse: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """``(x − lse, lse)`` for x = logits/τ in float32 (float64 kept); ``lse`` reused when given."""
-    x = logits if logits.dtype == torch.float64 else logits.float()
-    if temperature != 1.0:
-        x = x / temperature
-    if lse is None:
-        lse = torch.logsumexp(x, dim=-1, keepdim=True)
-    return x - lse, lse
 
 
 def _logits_value_and_stats(
