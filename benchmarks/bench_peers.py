@@ -126,7 +126,8 @@ def _loss_fn(variant: str):
 
             return ours_chunked
         compiled = variant.startswith("spectrumkd_fused_compiled")
-        chunk = int(variant.rpartition("_c")[2]) if variant.rpartition("_c")[2].isdigit() else None
+        lean = re.fullmatch(r"spectrumkd_fused_compiled_c(\d+)", variant)
+        chunk = int(lean.group(1)) if lean else None  # None: default_fused_chunk_size
 
         def ours_fused(h, w, ht, wt, y):
             return fused_kd_loss(h, w, y, teacher_hidden=ht, teacher_lm_head_weight=wt,

@@ -52,9 +52,9 @@ def read_mapping(path: str | Path, *, what: str = "config file") -> dict:
 def _leaves(cls: type, prefix: str = "") -> dict[str, Any]:
     """Dotted key → annotation of every non-dataclass field under ``cls``."""
     out: dict[str, Any] = {}
-    for name, tp in typing.get_type_hints(cls).items():
-        if name not in {f.name for f in dataclasses.fields(cls)}:
-            continue
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name, tp = f.name, hints[f.name]
         if dataclasses.is_dataclass(tp):
             out.update(_leaves(tp, f"{prefix}{name}."))
         else:
@@ -172,22 +172,22 @@ def build(cls: type, data: Any, *, where: str = "config", aliases: Mapping[str, 
     ...
     spectrumkd.SpectrumKDError: run.yaml: unknown keys ['learning_rate'] (optim.learning_rate); did you mean 'optim.lr'?
     """
-    return _build(cls, data, "", where, field_keys(cls), aliases or {})
+    return _build(cls, data, "", where, cls, aliases or {})
 
 
-def _build(cls: type, data: Any, prefix: str, where: str, valid: list[str], aliases) -> Any:
+def _build(cls: type, data: Any, prefix: str, where: str, root: type, aliases) -> Any:
     if not isinstance(data, dict):
         raise SpectrumKDError(f"{where}: {prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [f"{prefix}{k}" for k in data if k not in names]
-    if unknown:
-        raise _unknown(unknown, valid, where, aliases)
+    if unknown:  # the valid keys are only walked for the message
+        raise _unknown(unknown, field_keys(root), where, aliases)
     kwargs = {}
     for key, value in data.items():
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value or {}, f"{prefix}{key}.", where, valid, aliases)
+            kwargs[key] = _build(tp, value or {}, f"{prefix}{key}.", where, root, aliases)
         else:
             kwargs[key] = _convert(value, tp, f"{where}: {prefix}{key}")
     return cls(**kwargs)
