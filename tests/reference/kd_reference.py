@@ -81,3 +81,28 @@ def ref_kd_loss(
     ce, kd = ce / n, kd / n
     total = ce_weight * ce + (1 - ce_weight) * temperature**2 * kd
     return {"total": total, "ce": ce, "kd": kd}
+
+
+def ref_bucket_kd_loss(
+    student_logits: Tensor, teacher_logits: Tensor, ids: Tensor, labels: Tensor, *,
+    divergence: str = "fkl", temperature: float = 1.0, ce_weight: float = 0.3,
+    skew: float = 0.1, teacher_weight: float = 0.5,
+) -> dict[str, Tensor]:  # fmt: skip
+    """The tail-bucket objective of cached top-k targets, the plain way, in float64.
+
+    Per position: the τ = 1 probabilities of both models on the k ids ``ids`` and ``1 − Σ`` of them
+    as one more outcome; the divergence of those (k + 1)-point distributions re-tempered as
+    ``b^{1/τ} / Σ b^{1/τ}`` (the softmax of ``log b / τ``); CE on the full student logits.
+    """
+    z = student_logits.double().reshape(-1, student_logits.shape[-1])
+    p = torch.softmax(teacher_logits.double().reshape(-1, z.shape[-1]), -1)
+    q = torch.softmax(z, -1)
+    ids2 = ids.reshape(-1, ids.shape[-1])
+    p_b = torch.cat([p.gather(-1, ids2), 1 - p.gather(-1, ids2).sum(-1, keepdim=True)], -1)
+    q_b = torch.cat([q.gather(-1, ids2), 1 - q.gather(-1, ids2).sum(-1, keepdim=True)], -1)
+    out = ref_kd_loss(q_b.log(), p_b.log(), labels.clamp(max=0).masked_fill(labels == -100, -100),
+                      divergence=divergence, temperature=temperature, ce_weight=0.0, skew=skew,
+                      teacher_weight=teacher_weight)  # fmt: skip
+    ce = ref_kd_loss(student_logits, None, labels, divergence="none")["ce"]
+    total = ce_weight * ce + (1 - ce_weight) * temperature**2 * out["kd"]
+    return {"total": total, "ce": ce, "kd": out["kd"]}

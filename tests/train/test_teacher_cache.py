@@ -24,13 +24,15 @@ def cache(examples, tokenizer, tmp_path):
 
 
 def test_format_is_compact_and_memory_mapped(cache, examples):
-    assert cache.bytes_per_token == 64 * (4 + 2) <= 1024
+    assert cache.bytes_per_token == 64 * (4 + 2) + 4 <= 1024
     assert cache.n_tokens == sum(response_positions(ex.labels) for ex in examples[:6])
     reopened = TeacherCache.open(cache.folder)
-    ids, lp = reopened.targets(examples[2].id)
+    ids, lp, tail = reopened.targets(examples[2].id)
     assert isinstance(ids, np.memmap) and ids.dtype == np.int32 and lp.dtype == np.float16
     assert (np.diff(lp.astype(np.float32), axis=1) <= 1e-3).all()  # descending probabilities
     assert np.exp(lp.astype(np.float64)).sum(1).max() <= 1.01
+    total = np.exp(lp.astype(np.float64)).sum(1) + np.exp(tail.astype(np.float64))
+    np.testing.assert_allclose(total, 1.0, atol=5e-3)  # top-k (float16) + tail = the whole mass
 
 
 def test_top_k_matches_the_teacher_logits(cache, examples, tokenizer):
@@ -39,11 +41,26 @@ def test_top_k_matches_the_teacher_logits(cache, examples, tokenizer):
     with torch.no_grad():
         logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     labels = batch["labels"][:, 1:]
-    t_ids, t_lp = cache.batch([ex.id for ex in examples[:2]], labels)
-    ref_lp, ref_ids = torch.log_softmax(logits[:, :-1], -1).topk(64, dim=-1)
+    t_ids, t_lp, t_tail = cache.batch([ex.id for ex in examples[:2]], labels)
+    full = torch.log_softmax(logits[:, :-1].double(), -1)
+    ref_lp, ref_ids = full.topk(64, dim=-1)
     mask = labels != -100
     assert torch.equal(t_ids[mask][:, :8], ref_ids[mask][:, :8])
-    torch.testing.assert_close(t_lp[mask], ref_lp[mask], atol=2e-2, rtol=1e-3)
+    torch.testing.assert_close(t_lp[mask], ref_lp[mask].float(), atol=2e-2, rtol=1e-3)
+    ref_tail = full.scatter(-1, ref_ids, float("-inf")).logsumexp(-1)  # exact, in float64
+    torch.testing.assert_close(t_tail[mask].double(), ref_tail[mask], atol=1e-4, rtol=1e-4)
+    assert (t_tail[~mask] == 0).all()
+
+
+def test_a_format_1_cache_is_refused(cache):
+    import json
+
+    index = cache.folder / "index.json"
+    header = json.loads(index.read_text())
+    del header["format"]
+    index.write_text(json.dumps(header))
+    with pytest.raises(SpectrumKDError, match="format 1 .*delete the folder"):
+        TeacherCache.open(cache.folder)
 
 
 def test_mismatched_fingerprint_or_missing_example_is_an_error(cache, examples):

@@ -14,7 +14,8 @@ summed over unmasked tokens and divided by the caller's token count.
   states and LM heads), exact and memory-light.
 - :mod:`.cross_entropy` — ``ce_and_gather``: CE and gathered logits from one logsumexp
   (analytic gradient), shared by the SFT and sparse paths.
-- :mod:`.sparse` — :func:`sparse_kd_loss` against top-k teacher targets, :func:`retemper`.
+- :mod:`.sparse` — :func:`sparse_kd_loss` against top-k teacher targets with a tail bucket,
+  :func:`topk_teacher`/:func:`teacher_tail` (the targets), :func:`retemper`.
 - :mod:`.vocab` — :func:`shared_vocab_logits` (the tokenizer check: ``models.check_same_tokenizer``).
 """
 
@@ -39,13 +40,14 @@ from spectrumkd.losses.divergences import (
 )
 from spectrumkd.losses.objective import KDObjective, preset
 from spectrumkd.losses.reduction import KDLoss
-from spectrumkd.losses.sparse import retemper, sparse_kd_loss, topk_teacher
+from spectrumkd.losses.sparse import TAILS, retemper, sparse_kd_loss, teacher_tail, topk_teacher
 from spectrumkd.losses.vocab import shared_vocab_logits
 
 __all__ = [
     "DIVERGENCES",
     "KDLoss",
     "KDObjective",
+    "TAILS",
     "chunked_kd_loss",
     "default_chunk_size",
     "default_fused_chunk_size",
@@ -63,6 +65,7 @@ __all__ = [
     "skew_forward_kl",
     "skew_reverse_kl",
     "sparse_kd_loss",
+    "teacher_tail",
     "topk_teacher",
     "total_variation",
 ]

@@ -40,7 +40,7 @@ def objective_loss(loss: LossConfig, student_logits, targets, labels, *, tempera
 
     ``targets`` is None (plain SFT: CE only), the teacher's logits ``[B, L, V']`` (online KD,
     sliced with the student's to the shared vocabulary ``vocab``), or the cache's
-    ``(token ids, log-probs)`` pair, ``[B, L, k]`` each. Sums over response tokens are divided
+    ``(token ids, log-probs, tail log-mass)``, ``[B, L, k]``, ``[B, L, k]``, ``[B, L]``. Sums over response tokens are divided
     by ``num_tokens``. Online KD takes the chunked path (analytic gradients, cache-sized chunks)
     unless ``loss.chunk_size`` sets the chunk: same value and gradients as dense autograd, ~2×
     faster and far less memory.
@@ -50,9 +50,9 @@ def objective_loss(loss: LossConfig, student_logits, targets, labels, *, tempera
                        num_tokens=num_tokens, chunk_size=loss.chunk_size)  # fmt: skip
     objective = loss.objective(temperature)
     if isinstance(targets, tuple):
-        t_ids, t_logprobs = targets
+        t_ids, t_logprobs, t_tail = targets
         return sparse_kd_loss(student_logits[..., :vocab], t_ids, t_logprobs, labels,
-                              objective=objective, num_tokens=num_tokens)  # fmt: skip
+                              teacher_tail=t_tail, objective=objective, num_tokens=num_tokens)  # fmt: skip
     s_logits, t_logits = shared_vocab_logits(student_logits, targets, vocab)
     return kd_loss(s_logits, t_logits, labels, objective=objective, num_tokens=num_tokens,
                    chunk_size=loss.chunk_size or default_chunk_size(vocab))  # fmt: skip
@@ -73,7 +73,7 @@ def micro_loss(model, batch: dict, *, loss: LossConfig, temperature: float, num_
     s_logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, L, V]
     targets = None
     if loss.mode != "sft" and teacher_cache is not None:
-        targets = teacher_cache.batch(ids, labels)  # [B, L, k] each
+        targets = teacher_cache.batch(ids, labels)  # [B, L, k] ×2, [B, L]
     elif loss.mode != "sft" and teacher is not None:
         with torch.no_grad():
             targets = teacher(input_ids=input_ids, attention_mask=attention_mask).logits

@@ -3,19 +3,23 @@
 Training then runs without the teacher in memory: :meth:`TeacherCache.batch` returns the sparse
 targets of a batch, aligned with its shifted labels, for ``spectrumkd.losses.sparse_kd_loss``,
 which re-tempers them per epoch (the plan's τ). Log-probabilities are stored at T = 1 over the
-shared vocabulary; with k = V the cached run equals the online run (up to the stored dtype).
+shared vocabulary, with the log of the teacher's mass outside the top-k (the loss's tail bucket);
+with k = V the cached run equals the online run (up to the stored dtype).
 
 On disk (a folder, written to ``<folder>.tmp`` and renamed when complete)::
 
-    index.json          {"spectrumkd": "teacher_cache", "k", "dtype", "vocab_size", "n_tokens",
-                         <fingerprint: model, model_fingerprint, dataset_fingerprint, template,
-                         max_length>, "created", "examples": [[id, offset, length], ...]}
+    index.json          {"spectrumkd": "teacher_cache", "format": 2, "k", "dtype", "vocab_size",
+                         "n_tokens", <fingerprint: model, model_fingerprint, dataset_fingerprint,
+                         template, max_length>, "created", "examples": [[id, offset, length], ...]}
     topk_ids.npy        int32   [n_tokens, k]   token ids, descending teacher probability
     topk_logprobs.npy   float16 [n_tokens, k]   log p_teacher(token) at T = 1 (or float32)
+    tail_logprob.npy    float32 [n_tokens]      log of the teacher's mass outside the k ids, T = 1,
+                                                summed from the full logits (exact, not 1 − Σ p)
 
 Rows are the response tokens of each example in order (positions whose shifted label is not
--100). At k = 64: 64·(4 + 2) = 384 bytes per token in float16, 512 in float32 (a full bf16
-distribution over SmolLM2's 49152 tokens is 96 KiB). Reads are memory-mapped (``np.load(...,
+-100). At k = 64: 64·(4 + 2) + 4 = 388 bytes per token in float16, 516 in float32 (a full bf16
+distribution over SmolLM2's 49152 tokens is 96 KiB). Format 1 (no tail) is refused with a
+one-line error: its targets would train the biased, tail-free objective. Reads are memory-mapped (``np.load(...,
 mmap_mode="r")``), so a cache larger than RAM works. A cache is reused only when its fingerprint,
 k and dtype match and it holds every example asked for; otherwise it is an error naming the
 mismatch (delete the folder or point ``teacher_cache.dir`` elsewhere).
@@ -37,6 +41,7 @@ import torch
 
 from spectrumkd import SpectrumKDError
 from spectrumkd.fileio import read_json
+from spectrumkd.losses import teacher_tail, topk_teacher
 
 __all__ = ["FINGERPRINT_KEYS", "TeacherCache", "response_positions", "write_teacher_cache"]
 
@@ -44,6 +49,9 @@ FINGERPRINT_KEYS = ("model", "model_fingerprint", "dataset_fingerprint", "templa
 _INDEX = "index.json"
 _IDS = "topk_ids.npy"
 _LOGPROBS = "topk_logprobs.npy"
+_TAIL = "tail_logprob.npy"
+FORMAT = 2
+"""The cache layout's version: 2 added the tail mass (``tail_logprob.npy``)."""
 _NP_DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
@@ -59,13 +67,15 @@ def response_positions(labels: Sequence[int]) -> int:
 class TeacherCache:
     """A written cache, memory-mapped. Open with :meth:`open`."""
 
-    def __init__(self, folder: Path, header: dict, ids: np.ndarray, logprobs: np.ndarray) -> None:
+    def __init__(self, folder: Path, header: dict, ids: np.ndarray, logprobs: np.ndarray,
+                 tail: np.ndarray) -> None:
         self.folder = folder
         self.header = header
         self.k = int(header["k"])
         self.vocab_size = int(header["vocab_size"])
         self._ids = ids
         self._logprobs = logprobs
+        self._tail = tail
         self._where = {ex_id: (int(off), int(n)) for ex_id, off, n in header["examples"]}
 
     @classmethod
@@ -77,11 +87,19 @@ class TeacherCache:
         header = read_json(index, what="teacher cache index")
         if header.get("spectrumkd") != "teacher_cache":
             raise SpectrumKDError(f"{index}: not a spectrumkd teacher cache")
+        if header.get("format") != FORMAT:
+            raise SpectrumKDError(
+                f"{folder}: teacher cache format {header.get('format', 1)} (this spectrumkd writes "
+                f"{FORMAT}: the teacher's tail mass); delete the folder to rebuild it"
+            )
         ids = np.load(folder / _IDS, mmap_mode="r")
         logprobs = np.load(folder / _LOGPROBS, mmap_mode="r")
-        if ids.shape != logprobs.shape or ids.shape[0] != header["n_tokens"]:
-            raise SpectrumKDError(f"{folder}: array shapes {ids.shape}/{logprobs.shape} disagree with {_INDEX}")
-        return cls(folder, header, ids, logprobs)
+        tail = np.load(folder / _TAIL, mmap_mode="r")
+        if ids.shape != logprobs.shape or ids.shape[0] != header["n_tokens"] or tail.shape != ids.shape[:1]:
+            raise SpectrumKDError(
+                f"{folder}: array shapes {ids.shape}/{logprobs.shape}/{tail.shape} disagree with {_INDEX}"
+            )
+        return cls(folder, header, ids, logprobs, tail)
 
     def __contains__(self, example_id) -> bool:
         return example_id in self._where
@@ -92,29 +110,32 @@ class TeacherCache:
 
     @property
     def bytes_per_token(self) -> float:
-        """Bytes of the two arrays per response token."""
-        return self.k * (self._ids.dtype.itemsize + self._logprobs.dtype.itemsize)
+        """Bytes of the three arrays per response token."""
+        return self.k * (self._ids.dtype.itemsize + self._logprobs.dtype.itemsize) + self._tail.dtype.itemsize
 
-    def targets(self, example_id) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids [n, k] int32, logprobs [n, k])`` of one example's response tokens."""
+    def targets(self, example_id) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(ids [n, k] int32, logprobs [n, k], tail [n] float32)`` of one example's response tokens."""
         try:
             off, n = self._where[example_id]
         except KeyError:
             raise SpectrumKDError(f"{self.folder}: example {example_id!r} is not in the teacher cache") from None
-        return self._ids[off : off + n], self._logprobs[off : off + n]
+        return self._ids[off : off + n], self._logprobs[off : off + n], self._tail[off : off + n]
 
-    def batch(self, example_ids: Sequence, shifted_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, example_ids: Sequence, shifted_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sparse teacher targets aligned with ``shifted_labels`` ``[B, L]``.
 
-        Returns ``teacher_ids`` LongTensor ``[B, L, k]`` and ``teacher_logprobs`` float32
-        ``[B, L, k]``; positions whose label is -100 hold id 0 and log-prob 0 (the loss masks them).
+        Returns ``teacher_ids`` LongTensor ``[B, L, k]``, ``teacher_logprobs`` float32 ``[B, L, k]``
+        and ``teacher_tail`` float32 ``[B, L]`` (the arguments of
+        :func:`spectrumkd.losses.sparse_kd_loss`); positions whose label is -100 hold id 0 and
+        log-probs 0 (the loss masks them).
         """
         b, length = shifted_labels.shape
         out_ids = torch.zeros(b, length, self.k, dtype=torch.long)
         out_lp = torch.zeros(b, length, self.k, dtype=torch.float32)
+        out_tail = torch.zeros(b, length, dtype=torch.float32)
         mask = shifted_labels.cpu() != -100
         for row, ex_id in enumerate(example_ids):
-            ids, lp = self.targets(ex_id)
+            ids, lp, tail = self.targets(ex_id)
             n = int(mask[row].sum())
             if n != len(ids):
                 raise SpectrumKDError(
@@ -123,7 +144,9 @@ class TeacherCache:
                 )
             out_ids[row, mask[row]] = torch.from_numpy(np.array(ids, dtype=np.int64))
             out_lp[row, mask[row]] = torch.from_numpy(np.array(lp, dtype=np.float32))
-        return out_ids.to(shifted_labels.device), out_lp.to(shifted_labels.device)
+            out_tail[row, mask[row]] = torch.from_numpy(np.array(tail, dtype=np.float32))
+        device = shifted_labels.device
+        return out_ids.to(device), out_lp.to(device), out_tail.to(device)
 
     def check(self, fingerprint: dict, *, k: int, dtype: str, example_ids: Sequence) -> None:
         """Raise unless this cache was written for ``fingerprint``/``k``/``dtype`` and holds every id."""
@@ -173,6 +196,7 @@ def write_teacher_cache(
                                        shape=(int(offsets[-1]), k_eff))
     lp_mm = np.lib.format.open_memmap(tmp / _LOGPROBS, mode="w+", dtype=_NP_DTYPES[dtype],
                                       shape=(int(offsets[-1]), k_eff))
+    tail_mm = np.lib.format.open_memmap(tmp / _TAIL, mode="w+", dtype=np.float32, shape=(int(offsets[-1]),))
     was_training = teacher.training
     teacher.eval()
     # Longest first in batches of similar length: less padding, and an OOM shows up at once.
@@ -181,16 +205,17 @@ def write_teacher_cache(
 
     for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="teacher cache"):
         rows = order[start : start + batch_size]
-        top_ids, top_lp = _top_k(teacher, collate([examples[i] for i in rows]), vocab_size, k_eff)
+        top_ids, top_lp, tail = _top_k(teacher, collate([examples[i] for i in rows]), vocab_size, k_eff)
         seen = 0
         for i in rows:  # the batch's response tokens come example by example, in row order
             n = counts[i]
             ids_mm[offsets[i] : offsets[i] + n] = top_ids[seen : seen + n]
             lp_mm[offsets[i] : offsets[i] + n] = top_lp[seen : seen + n]
+            tail_mm[offsets[i] : offsets[i] + n] = tail[seen : seen + n]
             seen += n
-    ids_mm.flush()
-    lp_mm.flush()
-    del ids_mm, lp_mm
+    for mm in (ids_mm, lp_mm, tail_mm):
+        mm.flush()
+    del ids_mm, lp_mm, tail_mm, mm
     teacher.train(was_training)
     header = _header(examples, counts, offsets, k=k_eff, k_requested=k, dtype=dtype,
                      vocab_size=vocab_size, fingerprint=fingerprint)
@@ -204,15 +229,17 @@ def write_teacher_cache(
 
 @torch.no_grad()
 def _top_k(teacher: torch.nn.Module, batch: dict, vocab_size: int, k: int):
-    """``(ids, log-probs)``, numpy ``[T, k]`` each, of the batch's T response tokens, row-major."""
+    """``(ids, log-probs, tail)``, numpy ``[T, k]``, ``[T, k]``, ``[T]``, of the batch's T response
+    tokens, row-major (:func:`spectrumkd.losses.topk_teacher` and :func:`~spectrumkd.losses.teacher_tail`)."""
     device = next(teacher.parameters()).device
     input_ids = batch["input_ids"].to(device)
     logits = teacher(input_ids=input_ids, attention_mask=batch["attention_mask"].to(device)).logits
     logits = logits[:, :-1, :vocab_size].float()  # [B, L-1, V]
     mask = batch["labels"][:, 1:].to(device) != -100  # [B, L-1]
-    logprobs = torch.log_softmax(logits[mask], dim=-1)  # [T, V]
-    top_lp, top_ids = logprobs.topk(k, dim=-1)  # [T, k]
-    return top_ids.cpu().numpy(), top_lp.cpu().numpy()
+    picked = logits[mask]  # [T, V]
+    top_ids, top_lp = topk_teacher(picked, k)  # [T, k]
+    tail = teacher_tail(picked, top_ids)  # [T]
+    return top_ids.cpu().numpy(), top_lp.cpu().numpy(), tail.cpu().numpy()
 
 
 def _header(examples: Sequence, counts: list[int], offsets, *, k: int, k_requested: int,
@@ -220,6 +247,7 @@ def _header(examples: Sequence, counts: list[int], offsets, *, k: int, k_request
     """``index.json``: what was cached, for which model and data, and where each example's rows are."""
     return {
         "spectrumkd": "teacher_cache",
+        "format": FORMAT,
         "k": k,
         "k_requested": k_requested,
         "dtype": dtype,
