@@ -70,3 +70,37 @@ def test_cli_round_trip(tmp_path, cache):
     assert "kept layers" in r.stdout and (tmp_path / "cli" / "student.json").is_file()
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "--overwrite" in r.stderr
+
+
+def test_an_interrupted_build_resumes_and_equals_an_uninterrupted_one(tmp_path, cache, capsys, monkeypatch):
+    import torch
+
+    import spectrumkd.train.loop as loop_module
+    from spectrumkd.train import student as student_module
+
+    cfg = StudentConfig(**{**SMALL, "heal_steps": 4})
+    monkeypatch.setattr(student_module, "HEAL_SAVES", 4)  # a checkpoint after every step
+    whole = build_student(cfg, tmp_path / "whole", use_cache=False)
+    ref = AutoModelForCausalLM.from_pretrained(whole).state_dict()
+    capsys.readouterr()
+
+    real_train = loop_module.train
+
+    def interrupted(*args, **kwargs):
+        def stop(row):
+            if row["step"] == 2:
+                raise KeyboardInterrupt
+        return real_train(*args, **kwargs, on_step=stop)
+
+    monkeypatch.setattr(loop_module, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_student(cfg, tmp_path / "cut", use_cache=False)
+    assert list((cache / "students").glob("*.work/choice.json"))  # the layer choice is kept
+    monkeypatch.setattr(loop_module, "train", real_train)
+    resumed = build_student(cfg, tmp_path / "resumed", use_cache=False)
+    out = capsys.readouterr().out
+    assert "resuming the healing run" in out and "(from " in out  # no second importance pass
+    got = AutoModelForCausalLM.from_pretrained(resumed).state_dict()
+    for name, value in ref.items():
+        torch.testing.assert_close(got[name], value, rtol=0, atol=0)
+    assert not list((cache / "students").glob("*.work"))

@@ -37,6 +37,7 @@ from functools import partial
 from pathlib import Path
 
 from spectrumkd import SpectrumKDError
+from spectrumkd.rundir import RunDir
 
 __all__ = ["StudentConfig", "build_student", "read_student_card", "CARD"]
 
@@ -143,8 +144,16 @@ def _calibration_batches(examples, pad_id: int, size: int = 8) -> list[dict]:
     return [collate(examples[i : i + size]) for i in range(0, len(examples), size)]
 
 
-def _heal(cfg: StudentConfig, student, teacher, tokenizer) -> dict:
-    """Distil ``student`` from ``teacher`` in place for ``cfg.heal_steps`` steps; the healing record."""
+HEAL_SAVES = 8
+"""Healing saves a checkpoint this many times over its steps, so an interrupted build resumes."""
+
+
+def _heal(cfg: StudentConfig, student, teacher, tokenizer, work: Path) -> dict:
+    """Distil ``student`` from ``teacher`` in place for ``cfg.heal_steps`` steps; the healing record.
+
+    A run directory ``work/heal`` holds checkpoints ``HEAL_SAVES`` times over the run, and a
+    progress bar with ETA shows the steps; an interrupted build resumes from the last checkpoint.
+    """
     import torch
 
     from spectrumkd.curriculum import make_plan
@@ -165,13 +174,18 @@ def _heal(cfg: StudentConfig, student, teacher, tokenizer) -> dict:
         "curriculum": {"kind": "none", "epochs": 1, "temperature_schedule": "constant"},
         "data": {"source": cfg.heal_data, "template": cfg.template},
         "teacher": {"spec": cfg.teacher}, "student": {"spec": "pruned teacher (in memory)"},
-        "seed": cfg.seed, "progress": False,
+        "seed": cfg.seed, "progress": True,
+        "save_every_steps": max(1, cfg.heal_steps // HEAL_SAVES),
     }, where="student healing")
     ids = [ex.id for ex in examples]
     plan = make_plan("full", ids, [0.0] * len(ids), epochs=1)
     torch.manual_seed(cfg.seed)
+    run_dir = work / "heal"
+    resume = RunDir(run_dir).has_checkpoint()
+    if resume:
+        _log(f"resuming the healing run in {run_dir}")
     result = train(run, student=student, tokenizer=tokenizer, examples=examples, plan=plan,
-                   teacher=teacher)
+                   teacher=teacher, run_dir=run_dir, resume=resume)
     losses = [round(x, 4) for x in result.losses]
     return {"data": cfg.heal_data, "rows": [str(i) for i in ids[:3]] + ["..."], "n_rows": len(ids),
             "steps": result.state.global_step, "batch_size": cfg.heal_batch_size, "lr": cfg.heal_lr,
@@ -213,8 +227,10 @@ def build_student(cfg: StudentConfig, out: str | Path | None = None, *, overwrit
         return _deliver(folder, out)
 
     calib = _examples(cfg.calibration, tokenizer, cfg, cfg.calibration_rows)
-    choice = _choose(cfg, teacher, tokenizer, calib)
-    student, ce, healing = _prune_and_heal(cfg, teacher, tokenizer, calib, choice.kept)
+    work = folder.with_name(folder.name + ".work")  # what an interrupted build keeps
+    work.mkdir(parents=True, exist_ok=True)
+    choice = _choose(cfg, teacher, tokenizer, calib, work)
+    student, ce, healing = _prune_and_heal(cfg, teacher, tokenizer, calib, choice.kept, work)
     card = {
         "spectrumkd": "student",
         "teacher": cfg.teacher,
@@ -234,19 +250,28 @@ def build_student(cfg: StudentConfig, out: str | Path | None = None, *, overwrit
         "seconds": round(time.perf_counter() - t0, 1),
     }
     _save_build(folder, student, tokenizer, card)
+    shutil.rmtree(work)
     return _deliver(folder, out)
 
 
-def _choose(cfg: StudentConfig, teacher, tokenizer, calib):
-    """The layers to keep (:func:`spectrumkd.models.importance.choose_layers`), logged."""
-    from spectrumkd.models.importance import choose_layers
+def _choose(cfg: StudentConfig, teacher, tokenizer, calib, work: Path):
+    """The layers to keep (:func:`spectrumkd.models.importance.choose_layers`), logged, and kept in
+    ``work/choice.json`` so that a resumed build does not measure them again."""
+    from spectrumkd.fileio import atomic_write_text, read_json
+    from spectrumkd.models.importance import LayerChoice, choose_layers
 
+    saved = work / "choice.json"
     n_layers = teacher.config.num_hidden_layers
-    keep = cfg.keep if cfg.keep is not None else n_layers // 2
+    if saved.is_file():
+        choice = LayerChoice(**read_json(saved, what="layer choice"))
+        _log(f"{cfg.method}: keeping {len(choice.kept)} of {n_layers} layers (from {saved})")
+        return choice
+    keep = cfg.keep if cfg.keep is not None else n_layers * 2 // 3
     judge = partial(_judge_candidate, teacher=teacher, rows=calib[: cfg.refine_rows])
     choice = choose_layers(teacher, _calibration_batches(calib, tokenizer.pad_token_id), keep=keep,
                            method=cfg.method, every=cfg.every, refine=cfg.refine, judge=judge)
     _log(f"{cfg.method}: keeping {len(choice.kept)} of {n_layers} layers, removing {choice.removed}")
+    atomic_write_text(saved, json.dumps(asdict(choice)))
     return choice
 
 
@@ -260,7 +285,7 @@ def _judge_candidate(kept: list[int], *, teacher, rows) -> float:
     return ce
 
 
-def _prune_and_heal(cfg: StudentConfig, teacher, tokenizer, calib, kept: list[int]):
+def _prune_and_heal(cfg: StudentConfig, teacher, tokenizer, calib, kept: list[int], work: Path):
     """``(student, CE of teacher / pruned / healed, healing record or None)``."""
     from spectrumkd.models import prune_layers
 
@@ -270,7 +295,7 @@ def _prune_and_heal(cfg: StudentConfig, teacher, tokenizer, calib, kept: list[in
     healing = None
     if cfg.heal_steps > 0:
         _log(f"healing: {cfg.heal_steps} KD steps of {cfg.heal_batch_size} rows from {cfg.heal_data}")
-        healing = _heal(cfg, student, teacher, tokenizer)
+        healing = _heal(cfg, student, teacher, tokenizer, work)
         ce["healed"] = mean_ce(student.eval(), calib)
         _log(f"calibration CE after healing: {ce['healed']:.3f} nats/token")
     else:
