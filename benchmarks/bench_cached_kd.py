@@ -58,11 +58,12 @@ def main() -> None:
     p.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
     p.add_argument("--out", default="runs/bench-cached-kd")
     p.add_argument("--rows", type=int, default=40)
+    p.add_argument("--student", help="a student folder (default: the config's, built or cached)")
     args = p.parse_args()
     t0 = time.perf_counter()
     exp, _, arms = load_experiment(args.config)
     base = arms[exp.baseline]
-    student_dir = str(build_student(student_config(exp, base)))
+    student_dir = args.student or str(build_student(student_config(exp, base)))
     teacher_dir, teacher_gguf = resolve_spec(base.teacher)
     rows = [json.loads(x) for x in DOLLY_EVAL.read_text(encoding="utf-8").splitlines()][: args.rows]
     result: dict = {"before": heldout(student_dir, rows)}
