@@ -17,7 +17,7 @@ CONFIG = {
             "full": {"curriculum.kind": "none", "curriculum.temperature_schedule": "constant"},
             "spectrumkd": {},
         },
-        "references": ["before"],
+        "references": ["before", "teacher"],
         "eval": {"data": "spectrumkd:dolly/eval.jsonl", "limit": 3, "seeds": [1, 2],
                  "max_new_tokens": 4, "batch_size": 3},
     },
@@ -56,7 +56,8 @@ def test_paper_epoch_rule_and_validation(tmp_path):
         load_experiment(_write(tmp_path, bad))
 
 
-def test_experiment_runs_compares_and_resumes(tmp_path, capsys):
+def test_experiment_runs_compares_and_resumes(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SPECTRUMKD_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "exp"
     results = run_experiment(_write(tmp_path), out)
     on_disk = json.loads((out / "results.json").read_text())
@@ -77,6 +78,21 @@ def test_experiment_runs_compares_and_resumes(tmp_path, capsys):
     assert on_disk["arms"]["spectrumkd"]["n_pairs"] == 2 * 2 * 3  # train seeds × gen seeds × prompts
     assert on_disk["arms"]["full"]["p_vs_baseline"] is None
     assert results["references"]["before"]["rougeL_mean"] is not None
+    # the metric panel: means over training seeds per arm, and both references
+    keys = {"heldout_ce", "heldout_kl", "entropy", "sample_nll", "rougeL", "rougeL_greedy"}
+    for name in ("full", "spectrumkd"):
+        arm = on_disk["arms"][name]
+        assert keys <= set(arm["panel"]) and set(arm["panel_per_seed"]) == {"0", "1"}
+        for key in keys:
+            per_seed = [arm["panel_per_seed"][s][key] for s in ("0", "1")]
+            assert arm["panel"][key] == pytest.approx(sum(per_seed) / 2)
+        assert arm["panel"]["rougeL"] == pytest.approx(arm["rougeL_mean"])
+    for ref in ("before", "teacher"):
+        assert keys <= set(on_disk["references"][ref]["panel"])
+    assert on_disk["references"]["teacher"]["panel"]["heldout_kl"] < 1e-3  # KL(p‖p) = 0
+    assert on_disk["references"]["before"]["panel"]["heldout_kl"] > 0.001
+    assert "teacher NLL of samples ↓" in (out / "results.md").read_text()
+    assert len(list((tmp_path / "cache" / "teacher_logprobs").iterdir())) == 1  # one teacher pass
     rows = [json.loads(line) for line in (out / "per_prompt.jsonl").read_text().splitlines()]
     assert len(rows) == 2 * 2 * 2 * 3
     assert "| spectrumkd |" in (out / "results.md").read_text()

@@ -45,15 +45,12 @@ import torch
 from spectrumkd import SpectrumKDError
 from spectrumkd.data import Collator, Example, build_examples
 from spectrumkd.evaluate.forced import IGNORE_INDEX, row_sums
+from spectrumkd.evaluate.results import BETTER, PANEL_METRICS, TEACHER_METRICS
 from spectrumkd.evaluate.teacher_logprobs import TeacherLogprobs
 
 __all__ = ["BETTER", "PANEL_METRICS", "TEACHER_METRICS", "eval_panel", "heldout",
            "reference_examples", "sample_examples", "sample_nll"]
 
-PANEL_METRICS = ("heldout_ce", "heldout_kl", "entropy", "sample_nll", "rougeL", "rougeL_greedy")
-TEACHER_METRICS = ("heldout_kl", "sample_nll")
-BETTER = {"heldout_ce": "lower", "heldout_kl": "lower", "entropy": "teacher's",
-          "sample_nll": "lower", "rougeL": "higher", "rougeL_greedy": "higher"}
 MAX_PROMPT_LENGTH, MAX_LENGTH = 256, 512  # MiniLLM's, as the instruct protocol's
 PANEL_FILE = "panel.json"
 

@@ -154,7 +154,7 @@ def _instruct(opts, eval_set, out, header_base, model, tokenizer, settings, teac
 
 def _panel_line(name: str, panel: dict) -> str:
     """One line of the panel's numbers (and why any is absent)."""
-    from spectrumkd.evaluate.panel import PANEL_METRICS
+    from spectrumkd.evaluate.results import PANEL_METRICS
 
     values = ", ".join(f"{k} {panel[k]:.3f}" for k in PANEL_METRICS if k in panel)
     absent = panel.get("absent") or {}
