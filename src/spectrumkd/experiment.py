@@ -50,8 +50,8 @@ from spectrumkd import SpectrumKDError, configfile
 from spectrumkd.evaluate.results import BETTER, PANEL_METRICS
 from spectrumkd.rundir import RunDir
 
-__all__ = ["ExperimentConfig", "EvalSection", "load_experiment", "render_panel", "run_experiment",
-           "summarize"]
+__all__ = ["ExperimentConfig", "EvalSection", "load_experiment", "render_panel", "render_samples",
+           "run_experiment", "summarize"]
 
 PAPER_EPOCH_RATIO = 0.8  # §4: 20 epochs of full data vs 25 of SpectrumKD at λa = λb = 0.1
 NO_WINDOW_KINDS = ("none", "full")
@@ -542,6 +542,42 @@ def render_panel(results: dict) -> str:
               f"1, at most {e['max_new_tokens']} new tokens, generation seeds {e['seeds']}); "
               "ROUGE-L 0–100 over all evaluated prompts. Arms: means over training seeds "
               "(per seed: `panel_per_seed` in results.json)."]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str, limit: int = 400) -> str:
+    """``text`` as one Markdown table cell: pipes escaped, line breaks as <br>, cut at ``limit``."""
+    text = text if len(text) <= limit else text[:limit].rstrip() + " …"
+    return text.replace("|", "\\|").replace("\n", "<br>") or "*(empty)*"
+
+
+def render_samples(out: str | Path, exp: ExperimentConfig, *, prompts: int = 3) -> str:
+    """Answers side by side for the first ``prompts`` evaluation prompts: the reference, the
+    teacher, the student before training and each arm (its first training seed), all sampled
+    with the first generation seed. Models not evaluated yet are left out."""
+    from spectrumkd.evaluate.results import read_rows_only
+    from spectrumkd.evaluate.sets import load_set
+
+    out, e = Path(out), exp.eval
+    gen_seed = e.seeds[0]
+    columns = [(label, out / "references" / ref / "eval")
+               for ref, label in (("teacher", "teacher"), ("before", "student before training"))
+               if ref in exp.references]
+    columns += [(f"{name} (seed {exp.seeds[0]})", _eval_dir(out / "runs" / name / f"seed{exp.seeds[0]}", exp))
+                for name in exp.arms]
+    answers = {}
+    for label, eval_dir in columns:
+        path = eval_dir / "generations" / "dolly" / f"seed{gen_seed}.jsonl"
+        if path.is_file():
+            answers[label] = {str(row["id"]): row["prediction"] for row in read_rows_only(path)}
+    items = load_set("dolly", "instruct", data=e.data, limit=min(prompts, e.limit or prompts)).items
+    lines = [f"Sampled answers (T = 1, top-k 0, generation seed {gen_seed}, at most "
+             f"{e.max_new_tokens} new tokens) to the first {len(items)} prompts of {e.data}."]
+    for number, item in enumerate(items, start=1):
+        lines += ["", f"**{number}. {_cell(item.extra.get('question', item.prompt), 300)}**", "",
+                  "| model | answer |", "|---|---|", f"| reference | {_cell(item.references[0])} |"]
+        lines += [f"| {label} | {_cell(by_id[item.id])} |" for label, by_id in answers.items()
+                  if item.id in by_id]
     return "\n".join(lines) + "\n"
 
 
