@@ -52,6 +52,9 @@ __all__ = ["BETTER", "PANEL_METRICS", "TEACHER_METRICS", "eval_panel", "heldout"
            "reference_examples", "sample_examples", "sample_nll"]
 
 MAX_PROMPT_LENGTH, MAX_LENGTH = 256, 512  # MiniLLM's, as the instruct protocol's
+# Rows per teacher-forced batch of eval_panel: logits of about rows × 512 × V float32 each
+# (SmolLM2: ~400 MB at 4 rows), whatever the generation batch size.
+FORCED_ROWS = 4
 PANEL_FILE = "panel.json"
 
 
@@ -98,7 +101,7 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def heldout(model, examples: Sequence[Example], *, pad_id: int,
-            teacher: TeacherLogprobs | None = None, batch_size: int = 4) -> dict:
+            teacher: TeacherLogprobs | None = None, batch_size: int = FORCED_ROWS) -> dict:
     """``{"heldout_ce", "entropy", "heldout_kl" (with ``teacher``), "rows", "tokens"}`` of
     ``model`` teacher-forced on ``examples``: means over rows of each row's per-token mean.
 
@@ -133,7 +136,7 @@ def sample_examples(tokenizer, prompts: Sequence[str], samples: Sequence[Sequenc
     return examples, empty
 
 
-def sample_nll(teacher, examples: Sequence[Example], *, pad_id: int, batch_size: int = 4) -> float:
+def sample_nll(teacher, examples: Sequence[Example], *, pad_id: int, batch_size: int = FORCED_ROWS) -> float:
     """The teacher's mean per-token NLL (T = 1) of sampled answers (:func:`sample_examples`),
     averaged over samples: the response CE of :func:`heldout` with the teacher as the model."""
     means = _row_means(teacher, examples, stats=("ce",), pad_id=pad_id, teacher=None,
@@ -170,7 +173,8 @@ def eval_panel(
     ``teacher`` is ``(model, fingerprint, name)`` or None (then ``heldout_kl`` and
     ``sample_nll`` are absent, and ``absent`` says why). ``rows`` limits the teacher-forced and
     sample rows to the set's first ``rows`` items (default all). ``settings`` are the sampled
-    protocol's decoding settings; greedy answers use them with ``do_sample=False``.
+    protocol's decoding settings; greedy answers use them with ``do_sample=False``, generated
+    ``batch_size`` prompts at a time (teacher-forced passes: :data:`FORCED_ROWS` rows).
     """
     from spectrumkd.evaluate import suites
     from spectrumkd.evaluate.generation import eos_ids
@@ -207,8 +211,9 @@ def eval_panel(
     if teacher is not None:
         from spectrumkd.evaluate.teacher_logprobs import teacher_logprobs
 
-        cached = teacher_logprobs(teacher[0], refs, pad_id=pad_id, vocab_size=len(tokenizer), log=log)
-    forced = heldout(model, refs, pad_id=pad_id, teacher=cached, batch_size=batch_size)
+        cached = teacher_logprobs(teacher[0], refs, pad_id=pad_id, vocab_size=len(tokenizer),
+                                  batch_size=FORCED_ROWS, log=log)
+    forced = heldout(model, refs, pad_id=pad_id, teacher=cached, batch_size=FORCED_ROWS)
     panel = {"heldout_ce": forced["heldout_ce"], "entropy": forced["entropy"]}
     if teacher is not None:
         tokens = _sampled_tokens(Path(out_dir), entry["files"], len(items))
@@ -216,7 +221,7 @@ def eval_panel(
         samples, empty = sample_examples(tokenizer, prompts, tokens,
                                          max_prompt_length=settings.max_prompt_length)
         panel["heldout_kl"] = forced["heldout_kl"]
-        panel["sample_nll"] = sample_nll(teacher[0], samples, pad_id=pad_id, batch_size=batch_size)
+        panel["sample_nll"] = sample_nll(teacher[0], samples, pad_id=pad_id, batch_size=FORCED_ROWS)
         counts = {"n_samples": len(samples), "n_empty_samples": empty, "teacher": teacher[2]}
     else:
         counts = {"absent": {k: "no teacher given (--teacher)" for k in TEACHER_METRICS}}

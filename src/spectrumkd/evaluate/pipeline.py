@@ -68,8 +68,10 @@ class EvalOptions:
             raise SpectrumKDError("no seeds given")
         if self.panel_rows is not None and self.panel_rows < 1:
             raise SpectrumKDError(f"--panel-rows must be >= 1, got {self.panel_rows}")
-        if self.teacher is not None and (self.model is None or self.suite != "instruct"):
-            raise SpectrumKDError("--teacher is for the metric panel: --model with --suite instruct")
+        if self.teacher is not None and (self.model is None or self.suite != "instruct"
+                                         or not self.panel):
+            raise SpectrumKDError("--teacher is for the metric panel: --model, --suite instruct, "
+                                  "without --no-panel")
 
 
 def _log(message: str) -> None:
@@ -102,7 +104,7 @@ def _load(opts: EvalOptions):
 
 def _load_teacher(opts: EvalOptions, tokenizer):
     """``(teacher, fingerprint, name)`` for the metric panel, or None without ``--teacher``."""
-    if opts.teacher is None or not opts.panel:
+    if opts.teacher is None:
         return None
     from spectrumkd.models import (
         check_same_tokenizer,

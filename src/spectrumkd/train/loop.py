@@ -24,6 +24,7 @@ With held-out rows (``heldout``), the held-out curve (CE, KL to the teacher, ent
 ``validation.curve_points`` evenly spaced steps, each right after its step and before any save
 of it, so a resumed run (whose ``metrics.jsonl`` is cut back to its checkpoint) recomputes only
 the points it lost.
+
 At each epoch end: validation (optional), the epoch line of ``metrics.jsonl``, and a checkpoint
 generation (:mod:`spectrumkd.train.checkpoint`); ``checkpoints/best`` follows validation ROUGE-L
 (the final model without validation). ``save_every_steps`` adds mid-epoch generations. Ctrl-C
@@ -32,8 +33,9 @@ generation (printing which), cuts ``metrics.jsonl`` back to its step, and gives 
 as an uninterrupted run.
 Mixed precision (bf16 on a GPU that supports it) comes from ``accelerate``; CPUs stay fp32.
 
-The code reads top-down: :func:`run_loop` = :func:`prepare` → for each epoch :func:`run_epoch`
-(→ for each step :func:`train_step`, then :func:`after_step`) → :func:`end_epoch`. The steps take
+The code reads top-down: :func:`run_loop` = :func:`prepare` → :func:`log_curve` (step 0) → for
+each epoch :func:`run_epoch` (→ for each step :func:`train_step`, then :func:`after_step`) →
+:func:`end_epoch`. The steps take
 the config sections they read (:class:`LoopConfig`: loss, optim, validation, run options), not
 the whole ``RunConfig``; :func:`train` is the ``RunConfig`` adapter. One micro-batch's loss is
 :func:`spectrumkd.train.micro_loss.micro_loss`, which validation uses too.
@@ -302,7 +304,7 @@ def prepare(sections: LoopConfig, *, student, tokenizer, examples, plan, teacher
         result=TrainResult(state=state), metrics=metrics, bar=bar,
         steps_per_epoch=steps_per_epoch, per_step=per_step, on_step=on_step,
         heldout=heldout, curve_at=_curve_at(sections.validation, heldout, sum(steps_per_epoch)),
-        curve_done=_curves_logged(rd, accelerator.is_main_process),
+        curve_done=_curves_logged(rd),
     )  # fmt: skip
 
 
@@ -312,9 +314,10 @@ def _curve_at(validation: ValidationConfig, heldout, total_steps: int) -> frozen
     return curve_steps(total_steps, validation.curve_points) if heldout is not None else frozenset()
 
 
-def _curves_logged(rd: RunDir | None, is_main: bool) -> set:
-    """Steps whose curve line ``metrics.jsonl`` already holds (after its cut back on resume)."""
-    if rd is None or not is_main:
+def _curves_logged(rd: RunDir | None) -> set:
+    """Steps whose curve line ``metrics.jsonl`` already holds (after its cut back on resume, which
+    every process has waited for), read by every process so that all agree on the next point."""
+    if rd is None:
         return set()
     return {int(row["step"]) for row in rd.metrics() if row.get("kind") == "curve"}
 
