@@ -17,6 +17,12 @@ window M = N − ⌊λa·N⌋ − ⌊λb·N⌋ (0.8·N at the defaults), so an a
 ``curriculum.epochs``. The planned optimizer steps of every arm (from its plan) and the steps it
 really took (from its metrics) are recorded, and a mismatch above 2% is reported.
 
+Every evaluation also writes the metric panel (:mod:`spectrumkd.evaluate.panel`: held-out CE,
+KL(teacher‖model) and entropy teacher-forced on the first ``experiment.eval.panel_rows`` reference
+answers, the teacher's NLL of the sampled answers, sampled and greedy ROUGE-L), with the run's
+teacher; ``results.json`` holds it as ``arms.<arm>.panel`` (means over training seeds, per seed in
+``panel_per_seed``) and ``references.<before|teacher>.panel``.
+
 Results (``OUT/results.json``, ``results.md``, ``per_prompt.jsonl``, ``figures/``): per arm, the
 mean ± std over training seeds of the run's ROUGE-L (mean over prompts and generation seeds), the
 relative gain over the baseline arm, and the two-sided Wilcoxon signed-rank p against the baseline
@@ -41,9 +47,11 @@ from pathlib import Path
 import yaml
 
 from spectrumkd import SpectrumKDError, configfile
+from spectrumkd.evaluate.results import BETTER, PANEL_METRICS
 from spectrumkd.rundir import RunDir
 
-__all__ = ["ExperimentConfig", "EvalSection", "load_experiment", "run_experiment", "summarize"]
+__all__ = ["ExperimentConfig", "EvalSection", "load_experiment", "render_panel", "render_samples",
+           "run_experiment", "summarize"]
 
 PAPER_EPOCH_RATIO = 0.8  # §4: 20 epochs of full data vs 25 of SpectrumKD at λa = λb = 0.1
 NO_WINDOW_KINDS = ("none", "full")
@@ -63,6 +71,9 @@ class EvalSection:
     checkpoint: str = "best"
     """Which checkpoint of each run is evaluated: ``best`` (by validation) or ``last``. ``last``
     results go to ``eval-last/`` and ``results-last.*`` beside the ``best`` ones."""
+    panel_rows: int | None = None
+    """Rows of the metric panel's teacher-forced and sample measures: the first ones of the
+    evaluated prompts (unset: all of them, i.e. ``limit``)."""
 
     @property
     def suffix(self) -> str:
@@ -79,6 +90,8 @@ class EvalSection:
             raise SpectrumKDError(f"experiment.eval.limit must be >= 1, got {self.limit}")
         if self.batch_size < 1:
             raise SpectrumKDError(f"experiment.eval.batch_size must be >= 1, got {self.batch_size}")
+        if self.panel_rows is not None and self.panel_rows < 1:
+            raise SpectrumKDError(f"experiment.eval.panel_rows must be >= 1, got {self.panel_rows}")
 
 
 @dataclass
@@ -182,16 +195,21 @@ def _log(message: str) -> None:
 
 
 def _eval_done(eval_dir: Path, n_seeds: int) -> bool:
+    """Whether ``eval_dir`` holds a finished evaluation: every seed and the panel with the teacher."""
     from spectrumkd.evaluate.results import read_results
 
     path = eval_dir / "results.json"
     if not path.is_file():
         return False
     entry = read_results(path).get("sets", {}).get("dolly")
-    return entry is not None and len(entry.get("per_seed", {})) == n_seeds
+    return (entry is not None and len(entry.get("per_seed", {})) == n_seeds
+            and set(PANEL_METRICS) <= set(entry.get("panel") or {}))
 
 
-def _evaluate(model_dir: Path, eval_dir: Path, exp: ExperimentConfig) -> None:
+def _evaluate(model_dir: Path, eval_dir: Path, exp: ExperimentConfig,
+              teacher: tuple[str, str | None]) -> None:
+    """Evaluate ``model_dir`` (MiniLLM protocol and the metric panel against ``teacher``, a
+    ``(spec, gguf_file)``) into ``eval_dir`` unless that is done."""
     from spectrumkd.evaluate.pipeline import EvalOptions, evaluate
 
     if _eval_done(eval_dir, len(exp.eval.seeds)):
@@ -199,7 +217,8 @@ def _evaluate(model_dir: Path, eval_dir: Path, exp: ExperimentConfig) -> None:
     e = exp.eval
     evaluate(EvalOptions(out=eval_dir, model=str(model_dir), suite="instruct", sets="dolly",
                          data=e.data, limit=e.limit, seeds=list(e.seeds),
-                         max_new_tokens=e.max_new_tokens, batch_size=e.batch_size))
+                         max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
+                         teacher=teacher[0], teacher_gguf_file=teacher[1], panel_rows=e.panel_rows))
 
 
 def _planned_steps(cfg, run_dir: Path) -> int | None:
@@ -296,7 +315,8 @@ def run_experiment(config_path: str | Path, out_dir: str | Path,
                      f"({cfg.curriculum.kind}, {cfg.curriculum.epochs} epochs) → {run_dir}")
                 distill(cfg, resume=resume)
             first_run = first_run or run_dir
-            _evaluate(_checkpoint_model(run_dir, exp.eval.checkpoint), _eval_dir(run_dir, exp), exp)
+            _evaluate(_checkpoint_model(run_dir, exp.eval.checkpoint), _eval_dir(run_dir, exp), exp,
+                      (teacher_dir, teacher_gguf))
             save_config(cfg, run_dir / "arm.yaml")
             per_run = collect_scores(out, exp)
             write_results(out, summarize(out, exp, arms, per_run), per_run)
@@ -306,7 +326,7 @@ def run_experiment(config_path: str | Path, out_dir: str | Path,
         if teacher_gguf is not None and ref == "teacher":
             raise SpectrumKDError("experiment: evaluate a GGUF teacher through its cached folder")
         _log(f"reference {ref}: evaluating {model_dir}")
-        _evaluate(model_dir, out / "references" / ref / "eval", exp)
+        _evaluate(model_dir, out / "references" / ref / "eval", exp, (teacher_dir, teacher_gguf))
     per_run = collect_scores(out, exp)
     results = summarize(out, exp, arms, per_run)
     results["seconds_this_call"] = round(time.perf_counter() - t0, 1)
@@ -335,6 +355,27 @@ def _scores(eval_dir: Path) -> dict[tuple[int, str], float] | None:
         for row in read_rows_only(eval_dir / rel):
             scores[(seed, str(row["id"]))] = float(row["score"])
     return scores
+
+
+def _panel(eval_dir: Path) -> dict | None:
+    """The metric panel of a finished evaluation (its :data:`PANEL_METRICS`), or None."""
+    from spectrumkd.evaluate.results import read_results
+
+    path = eval_dir / "results.json"
+    if not path.is_file():
+        return None
+    panel = (read_results(path).get("sets", {}).get("dolly") or {}).get("panel")
+    return {k: panel[k] for k in PANEL_METRICS if k in panel} if panel else None
+
+
+def _panel_means(per_seed: dict[str, dict]) -> dict:
+    """Each panel metric's mean over the training seeds that have it."""
+    out = {}
+    for key in PANEL_METRICS:
+        values = [p[key] for p in per_seed.values() if key in p]
+        if values:
+            out[key] = sum(values) / len(values)
+    return out
 
 
 def _run_mean(scores: dict) -> float:
@@ -387,11 +428,16 @@ def summarize(out: str | Path, exp: ExperimentConfig, arms: dict,
             row.update(rougeL_mean=None, rougeL_std=None, rougeL_per_seed={},
                        gain_vs_baseline_pct=None)
         row.update(_paired(runs, base_runs, name == exp.baseline, wilcoxon_p))
+        panels = {str(seed): _panel(_eval_dir(out / "runs" / name / f"seed{seed}", exp))
+                  for seed in sorted(runs)}
+        row["panel_per_seed"] = {seed: p for seed, p in panels.items() if p}
+        row["panel"] = _panel_means(row["panel_per_seed"])
         table[name] = row
     refs = {}
     for ref in exp.references:
         scores = _scores(out / "references" / ref / "eval")
-        refs[ref] = {"rougeL_mean": _run_mean(scores) if scores else None}
+        refs[ref] = {"rougeL_mean": _run_mean(scores) if scores else None,
+                     "panel": _panel(out / "references" / ref / "eval") or {}}
     mismatched = sorted({n for n, r in table.items() if _steps_differ(r, table[exp.baseline])})
     return {"spectrumkd": "experiment", "baseline": exp.baseline, "arms": table,
             "references": refs, "eval": asdict(exp.eval), "train_seeds": exp.seeds,
@@ -466,6 +512,75 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+PANEL_TITLES = {"heldout_ce": "held-out CE", "heldout_kl": "held-out KL(teacher‖model)",
+                "entropy": "entropy", "sample_nll": "teacher NLL of samples",
+                "rougeL": "ROUGE-L (sampled)", "rougeL_greedy": "ROUGE-L (greedy)"}
+_ARROWS = {"lower": "↓", "higher": "↑", "teacher's": "≈ teacher"}
+
+
+def render_panel(results: dict) -> str:
+    """The metric panel table: the student before training, each arm (mean over training seeds),
+    the teacher; a column per :data:`PANEL_METRICS` marked with the better direction."""
+    head = [f"{PANEL_TITLES[k]} {_ARROWS[BETTER[k]]}" for k in PANEL_METRICS]
+    lines = ["| model | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
+    refs = results.get("references", {})
+    rows = []
+    if "before" in refs:
+        rows.append(("student before training", refs["before"].get("panel") or {}))
+    rows += [(f"{name} ({r['n_seeds']} seed{'s' if r['n_seeds'] != 1 else ''})", r.get("panel") or {})
+             for name, r in results["arms"].items()]
+    if "teacher" in refs:
+        rows.append(("teacher", refs["teacher"].get("panel") or {}))
+    for label, panel in rows:
+        lines.append(f"| {label} | " + " | ".join(_fmt(panel.get(k), 2 if k.startswith("rouge") else 3)
+                                                   for k in PANEL_METRICS) + " |")
+    e = results["eval"]
+    n = e.get("panel_rows") or e["limit"]
+    lines += ["", f"CE, KL and entropy in nats/token, teacher-forced on the reference answers of the "
+              f"first {n} prompts of {e['data']} (rows over 256 prompt / 512 total tokens left out); "
+              "the teacher's NLL (nats/token) of each model's sampled answers (T = 1, top-k 0, top-p "
+              f"1, at most {e['max_new_tokens']} new tokens, generation seeds {e['seeds']}); "
+              "ROUGE-L 0–100 over all evaluated prompts. Arms: means over training seeds "
+              "(per seed: `panel_per_seed` in results.json)."]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str, limit: int = 400) -> str:
+    """``text`` as one Markdown table cell: pipes escaped, line breaks as <br>, cut at ``limit``."""
+    text = text if len(text) <= limit else text[:limit].rstrip() + " …"
+    return text.replace("|", "\\|").replace("\n", "<br>") or "*(empty)*"
+
+
+def render_samples(out: str | Path, exp: ExperimentConfig, *, prompts: int = 3) -> str:
+    """Answers side by side for the first ``prompts`` evaluation prompts: the reference, the
+    teacher, the student before training and each arm (its first training seed), all sampled
+    with the first generation seed. Models not evaluated yet are left out."""
+    from spectrumkd.evaluate.results import read_rows_only
+    from spectrumkd.evaluate.sets import load_set
+
+    out, e = Path(out), exp.eval
+    gen_seed = e.seeds[0]
+    columns = [(label, out / "references" / ref / "eval")
+               for ref, label in (("teacher", "teacher"), ("before", "student before training"))
+               if ref in exp.references]
+    columns += [(f"{name} (seed {exp.seeds[0]})", _eval_dir(out / "runs" / name / f"seed{exp.seeds[0]}", exp))
+                for name in exp.arms]
+    answers = {}
+    for label, eval_dir in columns:
+        path = eval_dir / "generations" / "dolly" / f"seed{gen_seed}.jsonl"
+        if path.is_file():
+            answers[label] = {str(row["id"]): row["prediction"] for row in read_rows_only(path)}
+    items = load_set("dolly", "instruct", data=e.data, limit=min(prompts, e.limit or prompts)).items
+    lines = [f"Sampled answers (T = 1, top-k 0, generation seed {gen_seed}, at most "
+             f"{e.max_new_tokens} new tokens) to the first {len(items)} prompts of {e.data}."]
+    for number, item in enumerate(items, start=1):
+        lines += ["", f"**{number}. {_cell(item.extra.get('question', item.prompt), 300)}**", "",
+                  "| model | answer |", "|---|---|", f"| reference | {_cell(item.references[0])} |"]
+        lines += [f"| {label} | {_cell(by_id[item.id])} |" for label, by_id in answers.items()
+                  if item.id in by_id]
+    return "\n".join(lines) + "\n"
+
+
 def write_results(out: Path, results: dict, per_run: dict[str, dict[int, dict]]) -> None:
     """results.json, results.md, per_prompt.jsonl (from ``per_run``, :func:`collect_scores`) and
     the figure (when matplotlib is present)."""
@@ -473,7 +588,8 @@ def write_results(out: Path, results: dict, per_run: dict[str, dict[int, dict]])
 
     suffix = "" if results["checkpoint"] == "best" else f"-{results['checkpoint']}"
     atomic_write_text(out / f"results{suffix}.json", json.dumps(results, indent=2) + "\n")
-    atomic_write_text(out / f"results{suffix}.md", render_markdown(results))
+    atomic_write_text(out / f"results{suffix}.md",
+                      render_panel(results) + "\n" + render_markdown(results))
     rows = []
     for name, runs in per_run.items():
         for seed in sorted(runs):

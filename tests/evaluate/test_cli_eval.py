@@ -120,3 +120,44 @@ def test_smollm2_dolly_acceptance(tmp_path):
         "--seeds", 10, "--out", tmp_path / "smol", cwd=repo)
     entry = json.loads((tmp_path / "smol" / "results.json").read_text())["sets"]["dolly"]
     assert entry["n"] == 20 and 5.0 < entry["rougeL"] < 60.0
+
+
+def test_instruct_panel_with_teacher_round_trip(tmp_path, monkeypatch):
+    """`eval --teacher` writes the panel; a rerun reuses it; without a teacher KL and NLL are absent."""
+    from spectrumkd.evaluate.panel import PANEL_METRICS
+    from spectrumkd.evaluate.pipeline import EvalOptions, evaluate
+
+    student, teacher = "tiny-random:llama?layers=1&hidden=32&seed=1", "tiny-random:llama?layers=2&hidden=32&seed=2"
+    common = ["--suite", "instruct", "--sets", "dolly", "--data", "spectrumkd:dolly/eval.jsonl",
+              "--limit", 3, "--seeds", "1,2", "--batch-size", 3, "--max-new-tokens", 6]
+    out, cache = tmp_path / "eval", tmp_path / "cache"
+    proc = subprocess.run(
+        [sys.executable, "-m", "spectrumkd.cli", "eval", "--model", student, "--teacher", teacher,
+         *map(str, common), "--out", str(out)],
+        capture_output=True, text=True, env={**ENV, "SPECTRUMKD_CACHE": str(cache)}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    panel = json.loads((out / "results.json").read_text())["sets"]["dolly"]["panel"]
+    assert set(PANEL_METRICS) <= set(panel) and "absent" not in panel
+    assert panel["n_rows"] + panel["n_skipped"] == 3 and panel["n_samples"] + panel["n_empty_samples"] == 6
+    assert panel["heldout_kl"] > 0 and panel["sample_nll"] > 0 and panel["heldout_ce"] > 0
+    assert 0 <= panel["rougeL_greedy"] <= 100
+    skipped = panel["n_skipped"]
+    assert f"dolly panel ({3 - skipped} rows, {skipped} over the length limits): heldout_ce" in proc.stdout
+    rows = [json.loads(x) for x in (out / "generations/dolly/seed1.jsonl").read_text().splitlines()[1:]]
+    assert all(isinstance(r["tokens"], list) and 0 < len(r["tokens"]) <= 6 for r in rows)
+    assert (out / "generations/dolly/greedy.jsonl").is_file()
+    assert len(list((cache / "teacher_logprobs").iterdir())) == 1
+
+    def run(out_dir, **kw):
+        return evaluate(EvalOptions(out=out_dir, model=student, suite="instruct", sets="dolly",
+                                    data="spectrumkd:dolly/eval.jsonl", limit=3, seeds=[1, 2],
+                                    batch_size=3, max_new_tokens=6, **kw))
+
+    monkeypatch.setenv("SPECTRUMKD_CACHE", str(cache))
+    again = run(out, teacher=teacher)["sets"]["dolly"]["panel"]  # resumed: nothing recomputed
+    assert again == panel
+    alone = run(tmp_path / "alone")["sets"]["dolly"]["panel"]
+    assert "heldout_kl" not in alone and "sample_nll" not in alone
+    assert alone["absent"] == {"heldout_kl": "no teacher given (--teacher)",
+                               "sample_nll": "no teacher given (--teacher)"}
+    assert alone["heldout_ce"] == pytest.approx(panel["heldout_ce"], rel=1e-6)

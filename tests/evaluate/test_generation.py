@@ -11,6 +11,7 @@ from spectrumkd.evaluate.generation import (
     encode_prompts,
     generate,
     iter_generate,
+    iter_samples,
 )
 from spectrumkd.models import tiny_random_model, tiny_tokenizer
 
@@ -82,6 +83,18 @@ def test_stops_at_eos(tok):
         biased.model.norm.weight.fill_(1.0)
     out = generate(biased, tok, ["Who", "Write"], batch_size=2, **GREEDY_KW)
     assert out == ["", ""]
+    settings = DecodingSettings(**GREEDY_KW)
+    [(_, samples)] = iter_samples(biased, tok, ["Who", "Write"], settings=settings, seed=0)
+    assert [s.tokens for s in samples] == [(eos,), (eos,)]  # the EOS that ended each answer
+
+
+def test_samples_carry_the_tokens_of_their_texts(model, tok):
+    settings = DecodingSettings(**GREEDY_KW)
+    [(_, samples)] = iter_samples(model, tok, PROMPTS[:2], settings=settings, seed=0)
+    assert [s.text for s in samples] == generate(model, tok, PROMPTS[:2], **GREEDY_KW)
+    for s in samples:
+        assert 0 < len(s.tokens) <= 12
+        assert tok.decode(list(s.tokens), skip_special_tokens=True).strip() == s.text
 
 
 def test_resume_matches_uninterrupted(model, tok):

@@ -8,6 +8,7 @@ from matplotlib.text import Text
 from spectrumkd.report.figures import (
     curriculum_figure,
     difficulty_figure,
+    heldout_figure,
     lognormal_pdf,
     smooth,
     spectrum_figure,
@@ -139,3 +140,16 @@ def test_training_figure_says_when_nothing_was_logged():
     fig = training_figure({"run": ([{"step": 1, "ce": 2.0}], [])})
     messages = [t.get_text() for t in texts(fig)]
     assert "no kd logged" in messages and "no val_rougeL logged" in messages
+
+
+def test_heldout_figure_draws_ce_and_kl_per_run():
+    curve = [{"kind": "curve", "step": s, "heldout_ce": 5 - s / 10, "heldout_kl": 1 - s / 20}
+             for s in (0, 3, 6)]
+    no_teacher = [{k: v for k, v in row.items() if k != "heldout_kl"} for row in curve]
+    fig = heldout_figure({"full": curve, "spectrumkd": curve, "sft": no_teacher})
+    assert_readable(fig)
+    ce, kl = fig.axes
+    assert len(ce.get_lines()) == 3 and len(kl.get_lines()) == 2  # no KL without the teacher
+    assert list(kl.get_lines()[0].get_ydata()) == [1.0, 0.85, 0.7]
+    empty = heldout_figure({"sft": no_teacher})
+    assert any("no heldout_kl logged" in t.get_text() for t in texts(empty))

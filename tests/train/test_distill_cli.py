@@ -38,7 +38,11 @@ def test_smoke_config_writes_the_run_directory(shared_data, tmp_path):
         (e["epoch"], len(e["ids"]), e["temperature"]) for e in plan["epochs"]
     ]
     assert all("val_rougeL" in r for r in epochs)
-    assert {"ce", "kd", "lr", "temperature", "tokens_per_s"} <= set(rows[0])
+    steps = [r for r in rows if r["kind"] == "step"]
+    assert {"ce", "kd", "lr", "temperature", "tokens_per_s"} <= set(steps[0])
+    curve = [r for r in rows if r["kind"] == "curve"]  # validation.curve_points: 4 by default
+    assert curve[0]["step"] == 0 and curve[-1]["step"] == steps[-1]["step"]
+    assert len(curve) == 5 and all(r["heldout_kl"] > 0 for r in curve)
 
 
 def test_unknown_key_and_different_tokenizers_are_clear_errors(tmp_path):

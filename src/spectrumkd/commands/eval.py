@@ -2,8 +2,10 @@
 
 ``spectrumkd eval --model PATH [--gguf-file F] [--suite instruct|math|code] [--sets a,b]
 [--data FILE] [--completions FILE] [--seeds 10,20,30,40,50] [--limit N] [--batch-size N]
-[--max-new-tokens N] --out DIR`` writes ``DIR/generations/{set}/...jsonl`` and
-``DIR/results.json`` (see :mod:`spectrumkd.evaluate.results`). ``--completions`` scores a file of
+[--max-new-tokens N] [--teacher SPEC] [--panel-rows N] [--no-panel] --out DIR`` writes
+``DIR/generations/{set}/...jsonl`` and ``DIR/results.json`` (see :mod:`spectrumkd.evaluate.results`);
+instruction sets also get the metric panel (:mod:`spectrumkd.evaluate.panel`), whose held-out KL
+and sample NLL need ``--teacher``. ``--completions`` scores a file of
 ``{"task_id"|"id", "completion"}`` instead of generating (HumanEval's samples format for code).
 Interrupted runs resume: finished set/seed files are skipped, partial ones continue.
 torch is imported only when a model is loaded.
@@ -54,6 +56,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-unsandboxed", action="store_true",
                    help="code: run model-written programs without OS isolation when bubblewrap "
                    "is missing (at your own risk; the default refuses)")
+    p.add_argument("--teacher", help="instruct: the teacher of the metric panel (held-out KL, its "
+                   "NLL of the samples); a spec as for --model, e.g. smollm2 or a folder")
+    p.add_argument("--teacher-gguf-file", help="GGUF file name inside the --teacher folder")
+    p.add_argument("--panel-rows", type=int, help="instruct: teacher-forced and sample rows of the "
+                   "panel, the set's first N (default: all evaluated)")
+    p.add_argument("--no-panel", dest="panel", action="store_false",
+                   help="instruct: skip the metric panel (greedy answers, teacher-forced pass)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--dtype", help="float32 (default on CPU), bfloat16, float16")
     p.add_argument("--out", required=True, help="output directory")

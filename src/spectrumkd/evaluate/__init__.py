@@ -4,7 +4,10 @@ Modules: ``generation`` (batched HF generation, MiniLLM / greedy protocols), ``r
 (MiniLLM's ROUGE-L), ``sets`` (DollyEval, SelfInst, VicunaEval, S-NI, UnNI, GSM8K, MATH,
 HumanEval, MBPP), ``math`` (Figure 7 prompt, answer extraction), ``code`` (Figure 8 prompt,
 sandboxed execution, pass@k), ``judge`` (Figure 6 pairwise LLM-as-a-judge), ``stats`` (Wilcoxon),
-``results`` (results.json), ``suites`` (the ``spectrumkd eval`` runner), ``compare`` (Table 1).
+``results`` (results.json), ``suites`` (the ``spectrumkd eval`` runner), ``compare`` (Table 1),
+``panel`` (the metric panel: held-out CE, KL to the teacher, entropy, the teacher's NLL of the
+samples, greedy ROUGE-L), ``forced`` (teacher-forced per-token statistics, shared with scoring),
+``teacher_logprobs`` (the teacher's full log-probs on reference rows, cached on disk).
 
 ``rouge_l`` is imported eagerly (no torch); ``generate`` is loaded on first use, so
 ``from spectrumkd.evaluate import rouge_l`` stays light.

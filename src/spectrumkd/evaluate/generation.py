@@ -153,10 +153,20 @@ def _device(model) -> torch.device:
         return torch.device("cpu")
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One generated answer: its ``text`` (as :func:`generate` returns it) and the new ``tokens``
+    the model produced, its EOS included when the answer ended with one (not cut at stop strings).
+    The metric panel scores ``tokens`` under the teacher (:mod:`spectrumkd.evaluate.panel`)."""
+
+    text: str
+    tokens: tuple[int, ...]
+
+
 def _generate_batch(
     model, tokenizer, batch_ids: list[list[int]], settings: DecodingSettings, seed: int,
     pad_id: int, stop_ids: list[int],
-) -> list[str]:
+) -> list[Sample]:
     device = _device(model)
     width = max(len(ids) for ids in batch_ids)
     input_ids = torch.full((len(batch_ids), width), pad_id, dtype=torch.long)
@@ -172,7 +182,7 @@ def _generate_batch(
         budgets.append(max(0, min(caps)))
     steps = max(budgets)
     if steps == 0:
-        return ["" for _ in batch_ids]
+        return [Sample("", ()) for _ in batch_ids]
     kwargs = dict(
         do_sample=settings.do_sample,
         max_new_tokens=steps,
@@ -196,19 +206,19 @@ def _generate_batch(
             input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs
         )
     new = out[:, width:].tolist()  # [batch, <= steps]
-    texts = []
+    samples = []
     for row, tokens in enumerate(new):
         tokens = tokens[: budgets[row]]
-        for pos, token in enumerate(tokens):  # cut at the first EOS of this row
+        for pos, token in enumerate(tokens):  # cut after the first EOS of this row
             if token in stop_ids:
-                tokens = tokens[:pos]
+                tokens = tokens[: pos + 1]
                 break
-        text = tokenizer.decode(tokens, skip_special_tokens=True)
-        texts.append(cut_at_stop(text, settings.stop_strings))
-    return texts
+        text = tokenizer.decode([t for t in tokens if t not in stop_ids], skip_special_tokens=True)
+        samples.append(Sample(cut_at_stop(text, settings.stop_strings), tuple(tokens)))
+    return samples
 
 
-def iter_generate(
+def iter_samples(
     model,
     tokenizer,
     prompts: Sequence[str],
@@ -217,10 +227,10 @@ def iter_generate(
     seed: int,
     batch_size: int = 8,
     start: int = 0,
-) -> Iterator[tuple[int, list[str]]]:
-    """Yield ``(index of the batch's first prompt, texts)`` batch by batch from ``start`` on.
+) -> Iterator[tuple[int, list[Sample]]]:
+    """Yield ``(index of the batch's first prompt, samples)`` batch by batch from ``start`` on.
 
-    Use it to write results as they come (resumable evaluation); :func:`generate` collects.
+    :func:`iter_generate` gives the texts alone; :func:`generate` collects them.
     """
     if batch_size < 1:
         raise SpectrumKDError(f"batch_size must be >= 1, got {batch_size}")
@@ -237,6 +247,25 @@ def iter_generate(
             )
     finally:
         model.train(was_training)
+
+
+def iter_generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    settings: DecodingSettings,
+    seed: int,
+    batch_size: int = 8,
+    start: int = 0,
+) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(index of the batch's first prompt, texts)`` batch by batch from ``start`` on.
+
+    Use it to write results as they come (resumable evaluation); :func:`generate` collects.
+    """
+    for first, samples in iter_samples(model, tokenizer, prompts, settings=settings, seed=seed,
+                                       batch_size=batch_size, start=start):
+        yield first, [s.text for s in samples]
 
 
 def generate(

@@ -5,7 +5,10 @@ protocol (:mod:`spectrumkd.evaluate.suites`: instruct = MiniLLM sampling over se
 math = greedy few-shot + answer match, code = greedy + sandboxed tests), writes
 ``out/generations/{set}/...jsonl`` and ``out/results.json`` after every set (so progress survives
 an interruption, and finished set/seed files are skipped on a rerun), and returns the results
-dict. Not here: argument parsing (:mod:`spectrumkd.commands.eval`) or comparisons.
+dict. An instruction set evaluated from a model also gets the metric panel
+(:mod:`spectrumkd.evaluate.panel`: held-out CE and entropy, greedy ROUGE-L and, with ``teacher``,
+held-out KL and the teacher's NLL of the samples) as ``sets.{set}.panel``.
+Not here: argument parsing (:mod:`spectrumkd.commands.eval`) or comparisons.
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ class EvalOptions:
     allow_unsandboxed: bool = False
     device: str | None = None
     dtype: str | None = None
+    teacher: str | None = None
+    teacher_gguf_file: str | None = None
+    panel: bool = True
+    panel_rows: int | None = None
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.completions is None):
@@ -59,6 +66,12 @@ class EvalOptions:
             raise SpectrumKDError(f"--batch-size must be >= 1, got {self.batch_size}")
         if not self.seeds:
             raise SpectrumKDError("no seeds given")
+        if self.panel_rows is not None and self.panel_rows < 1:
+            raise SpectrumKDError(f"--panel-rows must be >= 1, got {self.panel_rows}")
+        if self.teacher is not None and (self.model is None or self.suite != "instruct"
+                                         or not self.panel):
+            raise SpectrumKDError("--teacher is for the metric panel: --model, --suite instruct, "
+                                  "without --no-panel")
 
 
 def _log(message: str) -> None:
@@ -89,7 +102,27 @@ def _load(opts: EvalOptions):
     return model, tokenizer, settings, model_fingerprint(model), name
 
 
-def _instruct(opts, eval_set, out, header_base, model, tokenizer, settings) -> dict:
+def _load_teacher(opts: EvalOptions, tokenizer):
+    """``(teacher, fingerprint, name)`` for the metric panel, or None without ``--teacher``."""
+    if opts.teacher is None:
+        return None
+    from spectrumkd.models import (
+        check_same_tokenizer,
+        describe,
+        load_model,
+        load_tokenizer,
+        model_fingerprint,
+        resolve_spec,
+    )
+
+    spec, gguf = resolve_spec(opts.teacher, opts.teacher_gguf_file)
+    _log(f"loading the teacher {opts.teacher} ...")
+    teacher = load_model(spec, gguf_file=gguf, dtype=opts.dtype, device=opts.device)
+    check_same_tokenizer(load_tokenizer(spec, gguf_file=gguf), tokenizer, names=("teacher", "model"))
+    return teacher, model_fingerprint(teacher), describe(opts.teacher, gguf_file=gguf)
+
+
+def _instruct(opts, eval_set, out, header_base, model, tokenizer, settings, teacher=None) -> dict:
     from spectrumkd.evaluate import suites
 
     if model is not None:
@@ -97,7 +130,7 @@ def _instruct(opts, eval_set, out, header_base, model, tokenizer, settings) -> d
 
         def batches_for_seed(seed, prompts):
             return suites.model_batches(model, tokenizer, prompts, settings=settings, seed=seed,
-                                        batch_size=opts.batch_size)
+                                        batch_size=opts.batch_size, tokens=True)
 
         seeds = opts.seeds
         _, n_cut = encode_prompts(tokenizer, [i.prompt for i in eval_set.items],
@@ -112,7 +145,24 @@ def _instruct(opts, eval_set, out, header_base, model, tokenizer, settings) -> d
     entry = suites.run_instruct(eval_set, out_dir=out, seeds=seeds, header_base=header_base,
                                 batches_for_seed=batches_for_seed, log=_log)
     entry["truncated_prompts"] = n_cut
+    if model is not None and opts.panel:
+        from spectrumkd.evaluate.panel import eval_panel
+
+        entry["panel"] = eval_panel(eval_set, entry, out_dir=out, model=model, tokenizer=tokenizer,
+                                    settings=settings, header_base=header_base, teacher=teacher,
+                                    batch_size=opts.batch_size, rows=opts.panel_rows, log=_log)
     return entry
+
+
+def _panel_line(name: str, panel: dict) -> str:
+    """One line of the panel's numbers (and why any is absent)."""
+    from spectrumkd.evaluate.results import PANEL_METRICS
+
+    values = ", ".join(f"{k} {panel[k]:.3f}" for k in PANEL_METRICS if k in panel)
+    absent = panel.get("absent") or {}
+    why = "; ".join(f"{k} absent: {v}" for k, v in absent.items())
+    rows = f"{panel['n_rows']} rows, {panel['n_skipped']} over the length limits"
+    return f"{name} panel ({rows}): {values}" + (f" ({why})" if why else "")
 
 
 def _math(opts, eval_set, out, header_base, model, tokenizer, settings) -> dict:
@@ -162,10 +212,12 @@ def evaluate(opts: EvalOptions) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     model, tokenizer, settings, fingerprint, model_name = _load(opts)
+    teacher = _load_teacher(opts, tokenizer) if opts.suite == "instruct" else None
     run_settings = {
         "decoding": settings.to_dict() if settings else None,
         "seeds": opts.seeds if opts.suite == "instruct" and model is not None else None,
         "batch_size": opts.batch_size, "limit": opts.limit, "shots": opts.shots,
+        "teacher": teacher[2] if teacher else None, "teacher_fingerprint": teacher[1] if teacher else None,
     }
     limits = None
     if opts.suite == "code":
@@ -184,7 +236,7 @@ def evaluate(opts: EvalOptions) -> dict:
         _log(f"{name}: {len(eval_set.items)} examples from {eval_set.source}")
         args = (opts, eval_set, out, header_base, model, tokenizer, settings)
         if opts.suite == "instruct":
-            entry = _instruct(*args)
+            entry = _instruct(*args, teacher)
         elif opts.suite == "math":
             entry = _math(*args)
         else:
@@ -194,6 +246,8 @@ def evaluate(opts: EvalOptions) -> dict:
         metric = entry["metric"]
         extra = f" ± {entry['std']:.2f}" if "std" in entry else ""
         print(f"{name}: {metric} {entry[metric]:.2f}{extra} (n={entry['n']})", flush=True)
+        if "panel" in entry:
+            print(_panel_line(name, entry["panel"]), flush=True)
     results["seconds"] = round(time.perf_counter() - started, 1)
     write_results(out / "results.json", finish_results(results))
     if len(names) > 1:

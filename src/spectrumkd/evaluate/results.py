@@ -18,7 +18,9 @@ another ``--out`` or delete the file), never silently mixed.
      "average": 24.1}
 
 Code sets carry ``"pass@1"`` (and ``"pass@10"``/``"pass@100"`` when there are enough samples),
-math sets ``"pass@1"``; all values are percentages.
+math sets ``"pass@1"``; all values are percentages. An instruction set evaluated from a model
+carries ``"panel"`` (:mod:`spectrumkd.evaluate.panel`): :data:`PANEL_METRICS` (those of
+:data:`TEACHER_METRICS` only with a teacher; otherwise ``"absent"`` says why) and its counts.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ from spectrumkd.fileio import atomic_write_text, read_json
 from spectrumkd.jsonl import iter_jsonl
 
 PROTOCOL_VERSION = "spectrumkd-eval/1"
+#: The metric panel's numbers (nats/token, ROUGE-L 0–100) and which way is better.
+PANEL_METRICS = ("heldout_ce", "heldout_kl", "entropy", "sample_nll", "rougeL", "rougeL_greedy")
+TEACHER_METRICS = ("heldout_kl", "sample_nll")
+BETTER = {"heldout_ce": "lower", "heldout_kl": "lower", "entropy": "teacher's",
+          "sample_nll": "lower", "rougeL": "higher", "rougeL_greedy": "higher"}
 HEADER_KEYS = ("protocol", "suite", "set", "seed", "model_fingerprint", "data_fingerprint",
                "settings")
 

@@ -6,6 +6,8 @@ each batch is scored and appended to its generations file at once, so an interru
 resumes after the last complete batch (finished set/seed files are skipped).
 
 - ``instruct``: MiniLLM's protocol on each set for each seed; ROUGE-L; mean and std over seeds.
+  A model's rows keep the sampled token ids (``tokens``), which the metric panel scores under
+  the teacher (:mod:`spectrumkd.evaluate.panel`).
 - ``math``: greedy, the Figure 7 few-shot prompt, answer extraction, pass@1.
 - ``code``: greedy, the Figure 8 prompt (or HumanEval samples ``{"task_id", "completion"}``),
   sandboxed execution, pass@1 (and unbiased pass@k with several samples per task).
@@ -29,8 +31,9 @@ from spectrumkd.evaluate.rouge import rouge_l
 from spectrumkd.evaluate.sets import EvalItem, EvalSet, read_rows
 from spectrumkd.evaluate.stats import mean_std
 
-Batches = Callable[[int], Iterator[tuple[int, list[str]]]]  # start index -> (first, predictions)
-Scorer = Callable[[list[EvalItem], list[str]], list[dict]]
+# start index -> (first, predictions); a prediction is a str or a generation.Sample
+Batches = Callable[[int], Iterator[tuple[int, list]]]
+Scorer = Callable[[list[EvalItem], list], list[dict]]
 
 
 def run_job(
@@ -64,13 +67,17 @@ def run_job(
 
 
 def model_batches(
-    model, tokenizer, prompts: Sequence[str], *, settings, seed: int, batch_size: int
+    model, tokenizer, prompts: Sequence[str], *, settings, seed: int, batch_size: int,
+    tokens: bool = False,
 ) -> Batches:
-    """Prediction batches from a model (imports torch only when called)."""
-    from spectrumkd.evaluate.generation import iter_generate
+    """Prediction batches from a model (imports torch only when called); with ``tokens``, the
+    predictions are :class:`~spectrumkd.evaluate.generation.Sample` objects (text and token ids)."""
+    from spectrumkd.evaluate.generation import iter_generate, iter_samples
 
-    def batches(start: int) -> Iterator[tuple[int, list[str]]]:
-        yield from iter_generate(
+    generator = iter_samples if tokens else iter_generate
+
+    def batches(start: int) -> Iterator[tuple[int, list]]:
+        yield from generator(
             model, tokenizer, prompts, settings=settings, seed=seed, batch_size=batch_size,
             start=start,
         )
@@ -126,12 +133,17 @@ def read_completions(
 # ----------------------------------------------------------------------------- instruct
 
 
-def score_instruct(items: list[EvalItem], predictions: list[str]) -> list[dict]:
-    """ROUGE-L rows for one batch."""
-    return [
-        {"id": item.id, "prediction": pred, "score": rouge_l(prediction=pred, references=list(item.references))}
-        for item, pred in zip(items, predictions)
-    ]
+def score_instruct(items: list[EvalItem], predictions: list) -> list[dict]:
+    """ROUGE-L rows for one batch; a prediction that is a ``Sample`` also keeps its ``tokens``."""
+    rows = []
+    for item, pred in zip(items, predictions):
+        text = pred if isinstance(pred, str) else pred.text
+        row = {"id": item.id, "prediction": text,
+               "score": rouge_l(prediction=text, references=list(item.references))}
+        if not isinstance(pred, str):
+            row["tokens"] = list(pred.tokens)
+        rows.append(row)
+    return rows
 
 
 def run_instruct(

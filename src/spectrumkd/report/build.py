@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,11 +109,13 @@ def warmup_epochs(params: dict[str, Any]) -> int:
 
 @dataclass
 class Section:
-    """One part of the report: a heading, Markdown text, and figures to save and link."""
+    """One part of the report: a heading, Markdown text, figures to save and link, and links to
+    images saved elsewhere (``(path relative to the report, alt text)``)."""
 
     title: str
     text: str
     figures: list[tuple[str, str, Figure]]  # (file name, alt text, figure)
+    images: list[tuple[str, str]] = field(default_factory=list)
 
 
 def spectrum_sections(runs: list[RunData]) -> list[Section]:
@@ -226,6 +229,35 @@ def training_section(runs: list[RunData]) -> Section | None:
                      "epoch", fig)])  # fmt: skip
 
 
+HELDOUT_TITLE = "Held-out curves"
+
+
+def heldout_section(runs: list[RunData]) -> Section | None:
+    """The held-out curves (CE and KL to the teacher vs step) of every run that logged them."""
+    from spectrumkd.report.figures import heldout_figure
+
+    curved = [r for r in runs if r.curve_metrics]
+    if not curved:
+        return None
+    rows = ["| run | points (steps) | held-out CE: start → end | held-out KL: start → end |",
+            "|---|---|---:|---:|"]
+
+    def ends(curve: list[dict], key: str) -> str:
+        values = [row[key] for row in curve if row.get(key) is not None]
+        return f"{values[0]:.3f} → {values[-1]:.3f}" if values else "–"
+
+    for r in curved:
+        steps = ", ".join(str(row["step"]) for row in r.curve_metrics)
+        rows.append(f"| `{r.name}` | {steps} | {ends(r.curve_metrics, 'heldout_ce')} "
+                    f"| {ends(r.curve_metrics, 'heldout_kl')} |")
+    rows += ["", "Teacher-forced on the run's fixed held-out rows (`validation.curve_rows`), nats per "
+             "response token; KL(teacher‖student) at τ = 1 over the full vocabulary; step 0 is the "
+             "student before training."]
+    fig = heldout_figure({r.name: r.curve_metrics for r in curved})
+    return Section(HELDOUT_TITLE, "\n".join(rows),
+                   [("heldout.png", "Held-out CE and KL(teacher‖student) against the step", fig)])
+
+
 def results_section(runs: list[RunData]) -> Section | None:
     """The paper's Table 1 layout from the runs' ``eval/results.json`` (first run = baseline).
 
@@ -244,45 +276,52 @@ def results_section(runs: list[RunData]) -> Section | None:
 
 def build_sections(runs: list[RunData]) -> list[Section]:
     sections = spectrum_sections(runs)
-    for make in (curriculum_section, training_section, results_section):
+    for make in (curriculum_section, training_section, heldout_section, results_section):
         section = make(runs)
         if section is not None:
             sections.append(section)
     return sections
 
 
-def render_markdown(runs: list[RunData], sections: list[Section], *, lead: Section | None = None,
-                    lead_images: list[tuple[str, str]] = ()) -> str:
-    """The text of ``report.md``: an optional leading section (an experiment's results table, with
-    ``(path, alt)`` images), a run list, then each section with its figures linked."""
+def _render(section: Section) -> list[str]:
+    out = ["", f"## {section.title}", "", section.text]
+    for file_name, alt, _ in section.figures:
+        out += ["", f"![{alt}]({file_name})"]
+    for path, alt in section.images:
+        out += ["", f"![{alt}]({path})"]
+    return out
+
+
+def render_markdown(runs: list[RunData], sections: list[Section], *,
+                    lead: Sequence[Section] = ()) -> str:
+    """The text of ``report.md``: the leading sections (an experiment's tables), a run list, then
+    each section, with its figures and images linked."""
     out = ["# SpectrumKD run report"]
-    if lead is not None:
-        out += ["", f"## {lead.title}", "", lead.text]
-        out += [f"\n![{alt}]({path})" for path, alt in lead_images]
+    for section in lead:
+        out += _render(section)
     out += ["", "| run | directory |", "|---|---|"]
     out += [f"| `{r.name}` | `{r.path}` |" for r in runs]
     for section in sections:
-        out += ["", f"## {section.title}", "", section.text]
-        for file_name, alt, _ in section.figures:
-            out += ["", f"![{alt}]({file_name})"]
+        out += _render(section)
     return "\n".join(out) + "\n"
 
 
 def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None, *,
-                 lead: Section | None = None, lead_images: list[tuple[str, str]] = ()) -> Path:
+                 lead: Sequence[Section] = ()) -> Path:
     """Write ``report.md`` and its PNG figures; return the path of ``report.md``.
 
-    ``out_dir`` defaults to ``<first run dir>/report``. Existing figures of the same names are
-    overwritten; other files in ``out_dir`` are left alone.
+    ``lead`` sections open the report (their figures are saved too); a built section with the
+    title of a lead section is not repeated. ``out_dir`` defaults to ``<first run dir>/report``.
+    Existing figures of the same names are overwritten; other files in ``out_dir`` are left alone.
     """
     runs = load_runs(list(run_dirs))
     out = Path(out_dir) if out_dir is not None else runs[0].path / "report"
-    sections = build_sections(runs)
+    titles = {section.title for section in lead}
+    sections = [s for s in build_sections(runs) if s.title not in titles]
     out.mkdir(parents=True, exist_ok=True)
-    for section in sections:
+    for section in [*lead, *sections]:
         for file_name, _, fig in section.figures:
             fig.savefig(out / file_name, dpi=SAVE_DPI)
     path = out / "report.md"
-    path.write_text(render_markdown(runs, sections, lead=lead, lead_images=list(lead_images)),
-                    encoding="utf-8")
+    path.write_text(render_markdown(runs, sections, lead=list(lead)), encoding="utf-8")
     return path

@@ -5,7 +5,9 @@
 - :func:`spectrum_figure` — scores in ascending order, coloured by zone (paper Figure 3b);
 - :func:`curriculum_figure` — per epoch: window start, subset size, total subset difficulty, τ;
 - :func:`training_figure` — CE and KD parts per step, validation loss and ROUGE-L per epoch,
-  several runs overlaid.
+  several runs overlaid;
+- :func:`heldout_figure` — the held-out curve: CE and KL(teacher‖student) against the optimizer
+  step, one line per run.
 
 Figures are built with :class:`matplotlib.figure.Figure` and an explicit Agg canvas, never through
 ``pyplot``, so nothing touches the global figure registry or the interactive backend and the
@@ -356,6 +358,36 @@ def training_figure(
             title += f", {window}-step mean"
         _style(ax, title=title, xlabel=xlabel, ylabel=ylabel)
     fig.suptitle("Training curves", fontsize=TITLE_PT + 1)
+    return fig
+
+
+def heldout_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> Figure:
+    """Held-out CE and KL(teacher‖student) (nats/token) against the optimizer step, one line per run.
+
+    ``runs`` maps a run name to its curve lines (``step``, ``heldout_ce``, ``heldout_kl``); step 0
+    is the student before training. A run without ``heldout_kl`` (no teacher) is left out of that
+    panel, which says so when no run has it.
+    """
+    fig = _new_figure(11, 4.2)
+    axes = fig.subplots(1, 2)
+    panels = [("heldout_ce", "Held-out CE of the reference answers", "CE (nats/token)"),
+              ("heldout_kl", "Held-out KL(teacher ‖ student), τ = 1", "KL (nats/token)")]
+    for ax, (key, title, ylabel) in zip(axes, panels):
+        drawn = False
+        for i, (name, rows) in enumerate(runs.items()):
+            xs, ys = _series(rows, "step", key)
+            if not xs:
+                continue
+            ax.plot(xs, ys, color=f"C{i % 10}", marker="os^D"[i % 4], ms=5, lw=1.8,
+                    ls=LINESTYLES[i % len(LINESTYLES)], label=name)
+            drawn = True
+        if drawn:
+            ax.legend(fontsize=LEGEND_PT, framealpha=0.9)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        else:
+            _no_data(ax, key)
+        _style(ax, title=title, xlabel="optimizer step (0 = before training)", ylabel=ylabel)
+    fig.suptitle("Held-out curves", fontsize=TITLE_PT + 1)
     return fig
 
 

@@ -51,6 +51,8 @@ class RunData:
     plan: Plan | None = None
     step_metrics: list[dict[str, Any]] = field(default_factory=list)
     epoch_metrics: list[dict[str, Any]] = field(default_factory=list)
+    curve_metrics: list[dict[str, Any]] = field(default_factory=list)
+    """The held-out curve's lines of ``metrics.jsonl`` (``kind: curve``), in file order."""
     results: dict[str, Any] | None = None
 
     @property
@@ -81,8 +83,14 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
             epochs.append(row)
         elif kind in (None, "step"):
             steps.append(row)
-        # Other kinds (e.g. "eval", "checkpoint") carry nothing the report plots.
+        # Other kinds (the held-out "curve": read_curve) are not step or epoch lines.
     return steps, epochs
+
+
+def read_curve(path: Path) -> list[dict[str, Any]]:
+    """The held-out curve's lines of ``metrics.jsonl`` (``kind: curve``: ``step``, ``heldout_ce``,
+    ``heldout_kl``, ``entropy``), in file order."""
+    return [row for _, row in iter_jsonl(path) if row.get("kind") == "curve"]
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -121,6 +129,7 @@ def load_run(path: str | Path, *, name: str | None = None) -> RunData:
         run.plan = Plan.load(rd.plan)
     if rd.metrics_file.is_file():
         run.step_metrics, run.epoch_metrics = read_metrics(rd.metrics_file)
+        run.curve_metrics = read_curve(rd.metrics_file)
     if rd.results.is_file():
         run.results = read_json(rd.results, what="results file")
     return run

@@ -313,18 +313,28 @@ class TeacherCacheConfig:
 
 @dataclass
 class ValidationConfig:
-    """Per-epoch validation: loss and greedy ROUGE-L (checkpoint ``best`` is chosen by ROUGE-L)."""
+    """Per-epoch validation: loss and greedy ROUGE-L (checkpoint ``best`` is chosen by ROUGE-L);
+    the held-out curve: CE, KL(teacher‖student) and entropy at fixed points of the step budget."""
 
     size: int = 0
     """Validation examples (0 = no validation). From ``data.validation_source`` when set, else
     the last ``size`` examples of ``data.source`` are held out of training."""
     max_new_tokens: int = 32
     batch_size: int = 8
+    curve_points: int = 4
+    """Held-out curve points: step 0 and this many evenly spaced optimizer steps ending at the
+    last, each a ``curve`` row of ``metrics.jsonl`` (0: no curve). KL needs the teacher, whose
+    log-probs on the curve rows are computed once before training."""
+    curve_rows: int = 16
+    """Rows of the held-out curve: the first ones of ``data.validation_source`` when set, else of
+    the validation examples held out of ``data.source``; none there: no curve."""
 
     def __post_init__(self) -> None:
         _check_range("validation", "size", self.size, 0)
         _check_range("validation", "max_new_tokens", self.max_new_tokens, 1)
         _check_range("validation", "batch_size", self.batch_size, 1)
+        _check_range("validation", "curve_points", self.curve_points, 0)
+        _check_range("validation", "curve_rows", self.curve_rows, 1)
 
 
 @dataclass

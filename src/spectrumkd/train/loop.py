@@ -19,6 +19,12 @@ gradients over processes, so each process's loss is multiplied by the process co
 whose share of the last, short micro-batch is empty runs a zero-weighted dummy forward so that
 DDP's collective calls stay matched.
 
+With held-out rows (``heldout``), the held-out curve (CE, KL to the teacher, entropy:
+:func:`spectrumkd.train.validation.heldout_curve`) is logged as ``curve`` lines at step 0 and at
+``validation.curve_points`` evenly spaced steps, each right after its step and before any save
+of it, so a resumed run (whose ``metrics.jsonl`` is cut back to its checkpoint) recomputes only
+the points it lost.
+
 At each epoch end: validation (optional), the epoch line of ``metrics.jsonl``, and a checkpoint
 generation (:mod:`spectrumkd.train.checkpoint`); ``checkpoints/best`` follows validation ROUGE-L
 (the final model without validation). ``save_every_steps`` adds mid-epoch generations. Ctrl-C
@@ -27,8 +33,9 @@ generation (printing which), cuts ``metrics.jsonl`` back to its step, and gives 
 as an uninterrupted run.
 Mixed precision (bf16 on a GPU that supports it) comes from ``accelerate``; CPUs stay fp32.
 
-The code reads top-down: :func:`run_loop` = :func:`prepare` → for each epoch :func:`run_epoch`
-(→ for each step :func:`train_step`, then :func:`after_step`) → :func:`end_epoch`. The steps take
+The code reads top-down: :func:`run_loop` = :func:`prepare` → :func:`log_curve` (step 0) → for
+each epoch :func:`run_epoch` (→ for each step :func:`train_step`, then :func:`after_step`) →
+:func:`end_epoch`. The steps take
 the config sections they read (:class:`LoopConfig`: loss, optim, validation, run options), not
 the whole ``RunConfig``; :func:`train` is the ``RunConfig`` adapter. One micro-batch's loss is
 :func:`spectrumkd.train.micro_loss.micro_loss`, which validation uses too.
@@ -202,6 +209,12 @@ class Loop:
     steps_per_epoch: list[int]
     per_step: int
     on_step: Callable[[dict], None] | None
+    heldout: object = None
+    """The held-out curve's rows (:class:`~spectrumkd.train.validation.HeldOut`), or None."""
+    curve_at: frozenset = frozenset()
+    """Global steps with a curve point (step 0 = before training)."""
+    curve_done: set = field(default_factory=set)
+    """Curve points already in ``metrics.jsonl`` (a resumed run keeps those up to its step)."""
     consistent: bool = True
     """False while the optimizer has stepped but the counters do not say so (no Ctrl-C save)."""
     saving_best: bool = False
@@ -222,6 +235,7 @@ def train(
     resume: bool = False,
     accelerator=None,
     on_step: Callable[[dict], None] | None = None,
+    heldout=None,
 ) -> TrainResult:
     """Train ``student`` on ``plan`` over ``examples`` as ``cfg`` says; returns a :class:`TrainResult`.
 
@@ -230,27 +244,29 @@ def train(
     ``run_dir`` set, ``metrics.jsonl`` and ``checkpoints/`` are written there, and ``resume``
     continues from ``checkpoints/last``. ``on_step(row)`` is called after every optimizer step
     with the step's metrics (tests use it to interrupt a run). A fresh run refuses a ``run_dir``
-    that already holds checkpoints. The ``RunConfig`` form of :func:`run_loop`.
+    that already holds checkpoints. ``heldout`` (a :class:`~spectrumkd.train.validation.HeldOut`)
+    turns on the held-out curve. The ``RunConfig`` form of :func:`run_loop`.
     """
     return run_loop(
         LoopConfig.from_run_config(cfg), student=student, tokenizer=tokenizer, examples=examples,
         plan=plan, teacher=teacher, teacher_cache=teacher_cache,
         validation_examples=validation_examples, run_dir=run_dir, resume=resume,
-        accelerator=accelerator, on_step=on_step,
+        accelerator=accelerator, on_step=on_step, heldout=heldout,
     )  # fmt: skip
 
 
 def run_loop(sections: LoopConfig, *, student, tokenizer, examples: Sequence[Example], plan,
              teacher=None, teacher_cache=None, validation_examples: Sequence[Example] | None = None,
              run_dir: str | Path | None = None, resume: bool = False, accelerator=None,
-             on_step: Callable[[dict], None] | None = None) -> TrainResult:
+             on_step: Callable[[dict], None] | None = None, heldout=None) -> TrainResult:
     """:func:`train` with the sections it reads (:class:`LoopConfig`) instead of a ``RunConfig``."""
     loop = prepare(
         sections, student=student, tokenizer=tokenizer, examples=examples, plan=plan,
         teacher=teacher, teacher_cache=teacher_cache, validation_examples=validation_examples,
-        run_dir=run_dir, resume=resume, accelerator=accelerator, on_step=on_step,
+        run_dir=run_dir, resume=resume, accelerator=accelerator, on_step=on_step, heldout=heldout,
     )  # fmt: skip
     try:
+        log_curve(loop)  # step 0 of a fresh run, or the point an interrupt cut short
         for epoch in range(loop.state.epoch, plan.num_epochs + 1):
             run_epoch(loop, epoch)
     except KeyboardInterrupt:
@@ -267,7 +283,7 @@ def run_loop(sections: LoopConfig, *, student, tokenizer, examples: Sequence[Exa
 
 
 def prepare(sections: LoopConfig, *, student, tokenizer, examples, plan, teacher, teacher_cache,
-            validation_examples, run_dir, resume: bool, accelerator, on_step) -> Loop:
+            validation_examples, run_dir, resume: bool, accelerator, on_step, heldout=None) -> Loop:
     """Check the targets, build the optimizer and schedule, restore or refuse checkpoints."""
     _check_targets(sections.loss.mode, teacher, teacher_cache)
     accelerator = accelerator or _accelerator(sections.optim)
@@ -287,7 +303,23 @@ def prepare(sections: LoopConfig, *, student, tokenizer, examples, plan, teacher
         validation_examples=validation_examples or [], run_dir=rd, state=state,
         result=TrainResult(state=state), metrics=metrics, bar=bar,
         steps_per_epoch=steps_per_epoch, per_step=per_step, on_step=on_step,
+        heldout=heldout, curve_at=_curve_at(sections.validation, heldout, sum(steps_per_epoch)),
+        curve_done=_curves_logged(rd),
     )  # fmt: skip
+
+
+def _curve_at(validation: ValidationConfig, heldout, total_steps: int) -> frozenset:
+    from spectrumkd.train.validation import curve_steps
+
+    return curve_steps(total_steps, validation.curve_points) if heldout is not None else frozenset()
+
+
+def _curves_logged(rd: RunDir | None) -> set:
+    """Steps whose curve line ``metrics.jsonl`` already holds (after its cut back on resume, which
+    every process has waited for), read by every process so that all agree on the next point."""
+    if rd is None:
+        return set()
+    return {int(row["step"]) for row in rd.metrics() if row.get("kind") == "curve"}
 
 
 def _check_targets(mode: str, teacher, teacher_cache) -> None:
@@ -479,10 +511,12 @@ def _update(loop: Loop, loss: float) -> float:
 
 
 def after_step(loop: Loop, row: dict, *, last_of_epoch: bool) -> None:
-    """Log the step, move the bar, save a mid-epoch generation when due, call ``on_step``."""
+    """Log the step (and its curve point), move the bar, save a mid-epoch generation when due,
+    call ``on_step``."""
     options, state = loop.sections.options, loop.state
     if state.global_step % options.log_every == 0:
         loop.metrics.step(**row)
+    log_curve(loop)
     loop.bar.update(1)
     loop.bar.set_postfix(epoch=row["epoch"], loss=f"{row['loss']:.3f}", tau=f"{row['temperature']:.2f}")
     every = options.save_every_steps
@@ -527,6 +561,22 @@ def _validate_epoch(loop: Loop, *, temperature: float) -> dict:
                        max_new_tokens=v.max_new_tokens, batch_size=v.batch_size)
     loop.accelerator.wait_for_everyone()
     return out
+
+
+def log_curve(loop: Loop) -> None:
+    """The held-out curve line of this step when it is a curve point not logged yet (computed on
+    the main process; the others wait)."""
+    step = loop.state.global_step
+    if step not in loop.curve_at or step in loop.curve_done:
+        return
+    if loop.accelerator.is_main_process:
+        from spectrumkd.train.validation import heldout_curve
+
+        values = heldout_curve(loop.trainable.unwrapped, loop.heldout,
+                               batch_size=loop.sections.validation.batch_size)
+        loop.metrics.curve(step=step, epoch=loop.state.epoch, **values)
+    loop.curve_done.add(step)
+    loop.accelerator.wait_for_everyone()
 
 
 def _track_best(state: TrainState, score: float | None, epoch: int) -> bool:

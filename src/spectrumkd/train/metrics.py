@@ -6,7 +6,10 @@ One JSON object per line, flushed as it is written so a crashed run keeps its hi
   "tokens", "tokens_per_s", "on_policy"}`` (``ce``/``kd`` are the unweighted parts of the loss);
 - epoch lines ``{"kind": "epoch", "epoch", "subset_size", "temperature", "steps",
   "epoch_loss", "epoch_time_s", "val_loss", "val_rougeL", ...}`` (validation numbers only when
-  validation runs).
+  validation runs);
+- curve lines ``{"kind": "curve", "step", "epoch", "heldout_ce", "entropy", "heldout_kl", "rows",
+  "tokens"}`` at the held-out curve's points, step 0 included (``heldout_kl`` only with the
+  teacher's log-probs; :func:`spectrumkd.train.validation.heldout_curve`).
 
 Only the main process writes. A resumed run appends to the same file. This module does not
 compute anything; :mod:`spectrumkd.report.rundir` reads the file back.
@@ -76,6 +79,12 @@ class MetricsWriter:
             if key not in fields:
                 raise TypeError(f"an epoch line needs {key!r}")
         return self._write("epoch", fields, fields.get("epoch"))
+
+    def curve(self, **fields: Any) -> dict:
+        """One point of the held-out curve; carries ``step`` (0 = before training)."""
+        if "step" not in fields:
+            raise TypeError("a curve line needs 'step'")
+        return self._write("curve", fields, fields["step"])
 
     def close(self) -> None:
         if self._fh is not None:

