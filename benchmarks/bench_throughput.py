@@ -1,7 +1,7 @@
 """Whole cached-KD training steps: grouped vs random batches, and ours vs TRL's distillation trainer.
 
-Run: ``.venv/bin/python benchmarks/bench_throughput.py`` (about 25 minutes on a quiet 2-core CPU:
-3 repeats × 3 fresh subprocesses of 8 training steps each); ``--quick`` is a smoke run on a tiny
+Run: ``.venv/bin/python benchmarks/bench_throughput.py`` (26 minutes on the loaded 2-core CPU of
+docs/scaling.md: 3 repeats × 3 fresh subprocesses of 8 training steps each); ``--quick`` is a smoke run on a tiny
 student (the test suite runs it). Needs ``trl`` for the TRL variant.
 
 The setting, the same for every variant: the packaged Dolly rows (``spectrumkd:dolly/train.jsonl``,
