@@ -46,8 +46,10 @@ def main(*, limit: int = 16, epochs: int = 4, batch_size: int = 4, accumulation:
     scores = score_examples(student, examples, progress=False)
     plan = make_plan("spectrumkd", ids, scores, epochs=epochs, warmup=1)
 
-    # 3. the plan as a Sampler: set_epoch(e) selects plan epoch e + 1
-    sampler = PlanSampler(plan, dataset_ids=ids, seed=seed)
+    # 3. the plan as a Sampler: set_epoch(e) selects plan epoch e + 1; with the lengths, each
+    #    batch holds rows of similar length (far less padding, still exactly the plan's ids)
+    sampler = PlanSampler(plan, dataset_ids=ids, seed=seed,
+                          lengths=[len(ex.input_ids) for ex in examples], batch_size=batch_size)
     pad = Collator(tokenizer.pad_token_id)
     loader = DataLoader(examples, batch_size=batch_size, sampler=sampler,
                         collate_fn=lambda rows: {**pad(rows), "ids": [ex.id for ex in rows]})

@@ -291,6 +291,27 @@ def test_tau_reaches_the_distillation_loss(plan, examples, tokenizer, tmp_path):
     assert trainer.curriculum._loss_taus == {1.0, 2.0}
 
 
+@pytest.mark.parametrize("kind", ["trainer", "sft"])
+def test_group_by_length_batches_similar_rows_and_keeps_each_epoch_exact(kind, plan, examples,
+                                                                        tokenizer, tmp_path):
+    """``train_sampling_strategy="group_by_length"`` through 2 persistent workers: each epoch's
+    ids exactly once, and each batch of 3 sorted longest first (subsets of 8: one sorted
+    megabatch, cut 3 + 3 + 2)."""
+    log: list = []
+    trainer, key_to_id, _ = _build(kind, plan, examples, tokenizer, tmp_path, log,
+                                   train_sampling_strategy="group_by_length")
+    trainer.train()
+    ids, _ = _per_epoch(log, key_to_id)
+    assert {e: sorted(v) for e, v in ids.items()} == _expected(plan)[0]
+    rows = [value for _, what, value in log if what == "row"]
+    for a in range(0, len(rows), 8):
+        lengths = [len(r) for r in rows[a : a + 8]]
+        batches = [lengths[0:3], lengths[3:6], lengths[6:8]]
+        assert all(b == sorted(b, reverse=True) for b in batches), lengths
+        assert min(batches[0] + batches[1]) >= max(batches[2])  # the shortest rows make the short batch
+        assert max(lengths) in (batches[0][0], batches[1][0]) and batches[0][0] == max(lengths)
+
+
 def test_refusals(examples, tokenizer, tmp_path):
     ids = [ex.id for ex in examples]
     babystep = make_plan("babystep", ids, list(range(len(ids))), epochs=3, buckets=3)
@@ -304,6 +325,9 @@ def test_refusals(examples, tokenizer, tmp_path):
                per_device_train_batch_size=3)
     with pytest.raises(SpectrumKDError, match="train_sampling_strategy"):
         _build("trainer", plan, examples, tokenizer, tmp_path, [],
+               train_sampling_strategy="batch_rebalance")
+    with pytest.raises(SpectrumKDError, match="group_by_length"):
+        _build("distillation", plan, examples, tokenizer, tmp_path, [],
                train_sampling_strategy="group_by_length")
     with pytest.raises(SpectrumKDError, match="generation batches|multiple"):
         _build("distillation", plan, examples, tokenizer, tmp_path, [],

@@ -255,6 +255,9 @@ class OptimConfig:
     mixed_precision: str = "auto"
     """auto (bf16 on a GPU that supports it, else fp32) | no | bf16 | fp16."""
     gradient_checkpointing: bool = False
+    group_by_length: bool = True
+    """Give each optimizer step rows of similar length (seeded megabatches of 8 steps sorted by
+    length, step order shuffled): the same ids each epoch, far less padding. false: random steps."""
 
     def __post_init__(self) -> None:
         _check_range("optim", "lr", self.lr, 0.0, open_lo=True)

@@ -16,7 +16,10 @@ dataset, so TRL's ``isinstance(train_dataset, Dataset)`` checks, its dataset pre
 (shuffled with a generator seeded by ``args.data_seed or args.seed`` plus the epoch, as
 :class:`spectrumkd.train.sampler.PlanSampler` does). Example ids come from the dataset's ``id``
 column (read after TRL's preparation, so rows that TRL drops are accounted for), or from
-``dataset_ids=`` in dataset order.
+``dataset_ids=`` in dataset order. ``train_sampling_strategy="group_by_length"`` groups each
+epoch's rows into batches of similar length (:func:`spectrumkd.train.sampler.group_by_length`;
+lengths from the ``args.length_column_name`` column, else the rows' ``input_ids``), still exactly
+the plan's rows.
 
 Why exact: the sampler runs in the main process and only hands row numbers to the data loader, so
 data-loader workers (persistent or not, any number) never hold curriculum state that could go
@@ -34,7 +37,8 @@ your ``compute_loss``, or pass ``on_temperature=``.
 Refused with :class:`SpectrumKDError` (they cannot be made exact): plans whose subsets differ in size
 (``Trainer`` fixes the steps per epoch; use ``PlanSampler`` in your own loop or ``spectrumkd
 distill`` for TCL baselines), ``num_train_epochs`` ≠ the plan's epochs, ``max_steps``, iterable
-datasets, ``train_sampling_strategy`` other than ``random``/``sequential``, SFT packing, a dropped
+datasets, ``train_sampling_strategy`` other than ``random``/``sequential``/``group_by_length``
+(and ``group_by_length`` for ``DistillationTrainer``, which generates its own completions), SFT packing, a dropped
 last batch that would drop plan examples, several processes when the subset does not split into
 whole batches, ``DistillationTrainer`` when the subset is not a whole number of generation batches,
 and ``ignore_data_skip`` on a mid-epoch resume.
@@ -94,6 +98,8 @@ class CurriculumSampler(Sampler[int]):
     once :meth:`pin` has fixed the epoch for the current Trainer epoch, any other value raises.
     With ``generation_batch`` > 0 (TRL ``DistillationTrainer``), the shuffled subset is cut into
     generation batches that are each yielded ``repeat`` times, as TRL's ``RepeatSampler`` does.
+    With ``lengths`` (token counts in dataset order), each epoch's rows are grouped by length in
+    batches of ``batch_size`` (:func:`spectrumkd.train.sampler.group_by_length`).
     """
 
     def __init__(
@@ -105,6 +111,8 @@ class CurriculumSampler(Sampler[int]):
         seed: int = 0,
         generation_batch: int = 0,
         repeat: int = 1,
+        lengths: Sequence[int] | None = None,
+        batch_size: int = 1,
     ) -> None:
         self.plan = plan
         self.index = plan_index(plan, dataset_ids)
@@ -112,6 +120,8 @@ class CurriculumSampler(Sampler[int]):
         self.seed = int(seed)
         self.generation_batch = int(generation_batch)
         self.repeat = int(repeat)
+        self.lengths = lengths
+        self.batch_size = int(batch_size)
         self.epoch = 0
         self.pinned: int | None = None
         self.yielded = 0  # rows yielded by the current iteration (the epoch's count)
@@ -146,7 +156,8 @@ class CurriculumSampler(Sampler[int]):
         return n
 
     def __iter__(self) -> Iterator[int]:
-        order = epoch_order(self.plan, self.epoch + 1, self.index, seed=self.seed, shuffle=self.shuffle)
+        order = epoch_order(self.plan, self.epoch + 1, self.index, seed=self.seed, shuffle=self.shuffle,
+                            lengths=self.lengths, batch_size=self.batch_size)
         if self.generation_batch:
             g = self.generation_batch
             chunks = [order[i : i + g] for i in range(0, len(order) - g + 1, g)]
@@ -314,7 +325,7 @@ class CurriculumTrainerMixin:
             shuffle = bool(getattr(args, "shuffle_dataset", True))
         else:
             generation_batch, repeat, rows_per_batch = 0, 1, batch
-            shuffle = args.train_sampling_strategy == "random"
+            shuffle = args.train_sampling_strategy != "sequential"
             if world > 1 and subset % (batch * world):
                 raise SpectrumKDError(
                     f"with {world} processes each subset of {subset} must split into whole batches of "
@@ -327,9 +338,13 @@ class CurriculumTrainerMixin:
                 )
         ids = _resolve_ids(self.train_dataset, dataset_ids)
         seed = args.data_seed if args.data_seed is not None else args.seed
+        lengths = None
+        if args.train_sampling_strategy == "group_by_length":
+            lengths = _lengths(self.train_dataset, args.length_column_name)
         sampler = CurriculumSampler(
-            plan, ids, shuffle=shuffle, seed=seed, generation_batch=generation_batch, repeat=repeat
-        )
+            plan, ids, shuffle=shuffle, seed=seed, generation_batch=generation_batch, repeat=repeat,
+            lengths=lengths, batch_size=args.train_batch_size,
+        )  # fmt: skip
         self.curriculum = CurriculumCallback(
             sampler, on_temperature=self._curriculum_temperature_hook(on_temperature),
             rows_per_batch=rows_per_batch, repeat=repeat,
@@ -344,6 +359,20 @@ class CurriculumTrainerMixin:
         return self.curriculum.sampler
 
 
+def _lengths(dataset, column: str) -> list[int]:
+    """Row lengths for ``group_by_length``: the ``column`` column, else the rows' ``input_ids``."""
+    names = getattr(dataset, "column_names", None) or []
+    if column in names:
+        return [int(n) for n in dataset[column]]
+    if "input_ids" in names:
+        return [len(row) for row in dataset["input_ids"]]
+    try:
+        return [len(dataset[i]["input_ids"]) for i in range(len(dataset))]
+    except (TypeError, KeyError, IndexError):
+        raise SpectrumKDError(f"train_sampling_strategy='group_by_length' needs a {column!r} column "
+                              "or input_ids in the rows") from None
+
+
 def _check_args(trainer, args, plan) -> None:
     if args.num_train_epochs != plan.num_epochs or args.max_steps > 0:
         raise SpectrumKDError(
@@ -351,11 +380,14 @@ def _check_args(trainer, args, plan) -> None:
             f"got num_train_epochs={args.num_train_epochs}, max_steps={args.max_steps}"
         )
     strategy = getattr(args, "train_sampling_strategy", "random")
-    if strategy not in ("random", "sequential"):
+    if strategy not in ("random", "sequential", "group_by_length"):
         raise SpectrumKDError(
-            f"train_sampling_strategy={strategy!r} would be replaced by the curriculum's sampler; "
-            "use 'random' (shuffle within each epoch's subset) or 'sequential'"
+            f"train_sampling_strategy={strategy!r} would be replaced by the curriculum's sampler; use "
+            "'random' (shuffle within each epoch's subset), 'group_by_length' or 'sequential'"
         )
+    if strategy == "group_by_length" and trainer._curriculum_generation_batches:
+        raise SpectrumKDError("train_sampling_strategy='group_by_length': DistillationTrainer generates "
+                              "its completions, so row lengths are unknown; use 'random'")
     if getattr(args, "packing", False):
         raise SpectrumKDError("SFT packing merges examples across rows; the curriculum needs packing=False")
 

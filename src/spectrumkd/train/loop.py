@@ -1,6 +1,7 @@
 """The training loop on ``accelerate``, driven by the curriculum plan, in named steps.
 
 For each plan epoch: take its ids and τ, shuffle them with a generator seeded by ``seed + epoch``
+and (``optim.group_by_length``, the default) group them into steps of similar length
 (:func:`spectrumkd.train.sampler.epoch_order`), cut the order into optimizer steps of
 ``batch_size × grad_accumulation × processes`` examples, give each process its share of every
 micro-batch, and per step
@@ -392,7 +393,7 @@ def run_epoch(loop: Loop, epoch: int) -> None:
     on its loss sum.
     """
     ep = loop.plan.epoch(epoch)
-    order = epoch_order(loop.plan, epoch, loop.index, seed=loop.sections.options.seed)
+    order = _epoch_order(loop, epoch)
     loop.result.epoch_ids[epoch] = [loop.examples[i].id for i in order]
     started = time.perf_counter()
     n_steps = loop.steps_per_epoch[epoch - 1]
@@ -402,6 +403,16 @@ def run_epoch(loop: Loop, epoch: int) -> None:
                          where=f"epoch {epoch}, step {step_i + 1}")
         after_step(loop, row, last_of_epoch=step_i + 1 == n_steps)
     end_epoch(loop, epoch, started=started)
+
+
+def _epoch_order(loop: Loop, epoch: int) -> list[int]:
+    """The epoch's dataset indices, the same on every process. With ``optim.group_by_length``,
+    grouped in runs of one optimizer step (``batch_size × grad_accumulation × processes``, each
+    sorted longest first), so its micro-batches and each process's share hold rows of similar
+    length, and "batch 4 × accumulation 1" and "batch 1 × accumulation 4" keep the same steps."""
+    lengths = [len(ex.input_ids) for ex in loop.examples] if loop.sections.optim.group_by_length else None
+    return epoch_order(loop.plan, epoch, loop.index, seed=loop.sections.options.seed, lengths=lengths,
+                       batch_size=loop.per_step)
 
 
 def train_step(loop: Loop, chunk: list[int], *, epoch: int, temperature: float, where: str) -> dict:

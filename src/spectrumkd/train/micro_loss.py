@@ -3,8 +3,15 @@
 :func:`micro_loss` moves a collated batch to the device, runs the student (and the frozen
 teacher, or reads the cached top-k targets), and calls :func:`objective_loss`, the one place where
 the train package calls the loss functions of :mod:`spectrumkd.losses`. Labels are shifted with
--100 appended, so they align with the *unsliced* logits ``[B, L, V]``: the same loss (the last
+-100 appended, so they align with the *unsliced* positions ``[B, L]``: the same loss (the last
 position predicts nothing) without a ``[tokens × vocab]`` copy of a ``[:, :-1]`` view.
+
+Logits only where the loss reads them: the models get ``logits_to_keep`` = the ``[B, L]`` mask of
+scored positions (transformers' boolean form), so the LM heads run on the response tokens only and
+return ``[N, V]`` — not on prompts and padding, which are most of a Dolly batch's positions. That
+is most of a step's ``[tokens × vocab]`` memory and LM-head compute (``benchmarks/
+bench_throughput.py``); the loss is the same sum over the same tokens. A model whose forward
+ignores ``logits_to_keep`` returns every position, which is then masked here.
 
 Not here: autocast, backward, gradient sync and the token count over accumulation and processes
 (:mod:`spectrumkd.train.loop` passes ``num_tokens``); validation's bookkeeping
@@ -38,9 +45,11 @@ def objective_loss(loss: LossConfig, student_logits, targets, labels, *, tempera
                    num_tokens: int, vocab: int):
     """The objective of ``loss`` on one micro-batch: a :class:`spectrumkd.losses.KDLoss`.
 
-    ``targets`` is None (plain SFT: CE only), the teacher's logits ``[B, L, V']`` (online KD,
-    sliced with the student's to the shared vocabulary ``vocab``), or the cache's
-    ``(token ids, log-probs, tail log-mass)``, ``[B, L, k]``, ``[B, L, k]``, ``[B, L]``. Sums over response tokens are divided
+    ``student_logits`` are ``[..., V]`` (``[N, V]`` from :func:`micro_loss`) with ``labels``
+    ``[...]``; ``targets`` is None (plain SFT: CE only), the teacher's logits ``[..., V']`` (online
+    KD, sliced with the student's to the shared vocabulary ``vocab``), or the cache's
+    ``(token ids, log-probs, tail log-mass)``, ``[..., k]``, ``[..., k]``, ``[...]``. Sums over
+    response tokens are divided
     by ``num_tokens``. Online KD takes the chunked path (analytic gradients, cache-sized chunks)
     unless ``loss.chunk_size`` sets the chunk: same value and gradients as dense autograd, ~2×
     faster and far less memory.
@@ -70,12 +79,19 @@ def micro_loss(model, batch: dict, *, loss: LossConfig, temperature: float, num_
     input_ids = batch["input_ids"].to(device)
     attention_mask = batch["attention_mask"].to(device)
     labels = shifted_labels(batch["labels"]).to(device)  # [B, L]
-    s_logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, L, V]
+    scored = labels != -100  # [B, L]: the positions the loss reads
+    s_logits = _scored_logits(model, input_ids, attention_mask, scored)  # [N, V]
     targets = None
     if loss.mode != "sft" and teacher_cache is not None:
-        targets = teacher_cache.batch(ids, labels)  # [B, L, k] ×2, [B, L]
+        targets = tuple(t[scored] for t in teacher_cache.batch(ids, labels))  # [N, k] ×2, [N]
     elif loss.mode != "sft" and teacher is not None:
         with torch.no_grad():
-            targets = teacher(input_ids=input_ids, attention_mask=attention_mask).logits
-    return objective_loss(loss, s_logits, targets, labels, temperature=temperature,
+            targets = _scored_logits(teacher, input_ids, attention_mask, scored)  # [N, V']
+    return objective_loss(loss, s_logits, targets, labels[scored], temperature=temperature,
                           num_tokens=num_tokens, vocab=vocab)
+
+
+def _scored_logits(model, input_ids, attention_mask, scored):
+    """``model``'s logits at the ``scored`` positions only, ``[N, V]`` (see the module docstring)."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=scored).logits
+    return logits[scored] if logits.dim() == 3 else logits
