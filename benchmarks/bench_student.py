@@ -120,6 +120,9 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-every-third", action="store_true", help="skip the every-third-layer model")
+    p.add_argument("--teacher-from", help="take the teacher's CE and sample NLL from this earlier "
+                   "output (its last JSON line; same --rows, --new-tokens and --seed) instead of "
+                   "measuring them again")
     args = p.parse_args()
     gguf = smollm2_gguf_path()
     if gguf is None:
@@ -138,12 +141,21 @@ def main() -> None:
             save_model(prune_layers(teacher, range(0, n, 3)), tmp, tokenizer=load_tokenizer(str(teacher_dir)))
             del teacher
             every_third, _ = response_ce(tmp, rows)
-    teacher_ce, used = response_ce(teacher_dir, rows)
-    healed_ce, _ = response_ce(student_dir, rows)
+    healed_ce, used = response_ce(student_dir, rows)
     prompts = [r["prompt"] for r in rows]
-    t_samples = sample(teacher_dir, prompts, new_tokens=args.new_tokens, seed=args.seed)
     s_samples = sample(student_dir, prompts, new_tokens=args.new_tokens, seed=args.seed)
-    t_nll, s_nll = sample_nll(teacher_dir, t_samples), sample_nll(teacher_dir, s_samples)
+    s_nll = sample_nll(teacher_dir, s_samples)
+    if args.teacher_from:
+        earlier = json.loads(Path(args.teacher_from).read_text(encoding="utf-8").strip().splitlines()[-1])
+        if (earlier["rows"], earlier.get("new_tokens", 64), earlier.get("seed", 0)) != (used, args.new_tokens, args.seed):
+            raise SystemExit(f"{args.teacher_from}: measured on other rows, lengths or seed")
+        teacher_ce, t_nll = earlier["teacher_ce"], earlier["teacher_sample_nll"]
+        teacher_texts = earlier["teacher_samples"]
+    else:
+        teacher_ce, _ = response_ce(teacher_dir, rows)
+        t_samples = sample(teacher_dir, prompts, new_tokens=args.new_tokens, seed=args.seed)
+        t_nll = sample_nll(teacher_dir, t_samples)
+        teacher_texts = None
     tok = AutoTokenizer.from_pretrained(student_dir)
     kept = len(card["kept_layers"])
     result = {
@@ -161,7 +173,9 @@ def main() -> None:
         "targets": {"layers<=20": kept <= 20, "ce<=1.3x": healed_ce <= 1.3 * teacher_ce,
                     "sample_nll<=1.5x": s_nll <= 1.5 * t_nll},
         "student_samples": [tok.decode(a) for _, a in s_samples[:5]],
-        "teacher_samples": [tok.decode(a) for _, a in t_samples[:5]],
+        "teacher_samples": teacher_texts or [tok.decode(a) for _, a in t_samples[:5]],
+        "new_tokens": args.new_tokens,
+        "seed": args.seed,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     print(f"DollyEval first {used} rows, mean response CE (nats/token): teacher {teacher_ce:.2f}, "

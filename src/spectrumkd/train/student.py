@@ -4,24 +4,26 @@
 
 1. measures block importance on calibration text and keeps ``keep`` decoder layers
    (:func:`spectrumkd.models.importance.choose_layers`; default: the contiguous block with the
-   smallest angular distance removed, half the layers kept);
+   smallest angular distance removed, two thirds of the layers kept);
 2. heals the pruned copy with a short KD run through the ordinary loop
-   (:func:`spectrumkd.train.loop.train`: teacher → student, ``ce_weight``·CE + (1−``ce_weight``)·fkl,
+   (:func:`spectrumkd.train.loop.train`: teacher → student, ``ce_weight``·CE + (1−``ce_weight``)·D,
    one pass over ``heal_steps × heal_batch_size`` rows), the recipe of NVIDIA's Minitron
-   (prune, then distil to recover), at a few minutes' cost on a CPU;
+   (prune, then distil to recover), at ~20 minutes' cost on 2 CPU cores for SmolLM2-135M, with
+   a progress bar and checkpoints: an interrupted build resumes (``<build>.work/``);
 3. measures the mean response CE (nats/token, the scoring metric) of the teacher, the pruned and
    the healed student on held-out calibration rows, and writes a normal Hugging Face folder with a
    student card ``student.json`` (kept layers, importance, CE, healing data and steps, the command
    that rebuilds it).
 
 Calibration and healing text default to the packaged S-NI rows (``spectrumkd:sinst/calib.jsonl``,
-64 rows; ``spectrumkd:sinst/heal.jsonl``, 416 rows; see their NOTICE.md): instruction data in the
+64 rows; ``spectrumkd:sinst/heal.jsonl``, 1321 rows; see their NOTICE.md): instruction data in the
 same template as the curriculum data, but disjoint from every Dolly row used for curriculum
 training, validation and evaluation, so healing does not pre-train on the experiment's rows. A
 student healed on S-NI must not be evaluated on S-NI.
 
 Builds are cached under ``cache_dir()/students/``, keyed by the teacher's fingerprint and every
-setting, so the demo and experiments pay for a build once. Not here: the pruning mechanics
+setting (``keep`` resolved to its number), so the demo and experiments pay for a build once.
+The defaults and what they measure on SmolLM2-135M are in ``docs/results/student.md``. Not here: the pruning mechanics
 (:mod:`spectrumkd.models.prune`).
 """
 
@@ -32,7 +34,7 @@ import json
 import shlex
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -51,7 +53,7 @@ class StudentConfig:
     teacher: str = "smollm2"
     """Teacher spec: ``smollm2``, a hub id, a folder or a ``.gguf`` file."""
     keep: int | None = None
-    """Decoder layers to keep; unset: half of the teacher's (rounded down)."""
+    """Decoder layers to keep; unset: two thirds of the teacher's (rounded down; SmolLM2: 20 of 30)."""
     method: str = "angular"
     """angular (Gromov et al. 2024), bi (ShortGPT Block Influence) or every (every k-th layer)."""
     every: int | None = None
@@ -64,12 +66,12 @@ class StudentConfig:
     """Rows for the importance measurement and the CE figures of the card."""
     calibration_rows: int = 64
     heal_data: str = "spectrumkd:sinst/heal.jsonl"
-    heal_steps: int = 40
+    heal_steps: int = 100
     """Optimizer steps of healing; 0 skips healing."""
     heal_batch_size: int = 4
-    heal_lr: float = 2e-4
+    heal_lr: float = 3e-4
     heal_ce_weight: float = 0.3
-    heal_divergence: str = "fkl"
+    heal_divergence: str = "rkl"
     template: str = "dolly"
     max_prompt_length: int = 256
     max_length: int = 512
@@ -104,6 +106,12 @@ class StudentConfig:
             if f.name == "teacher" or value != getattr(defaults, f.name):
                 parts += [f"--{f.name.replace('_', '-')}", str(value)]
         return shlex.join(parts) + " --out DIR"
+
+
+def default_keep(n_layers: int) -> int:
+    """Layers kept when ``keep`` is unset: two thirds, rounded down (issue 17: at half of
+    SmolLM2's 30 the healed student's samples were word salad)."""
+    return max(1, n_layers * 2 // 3)
 
 
 def read_student_card(folder: str | Path) -> dict:
@@ -221,6 +229,8 @@ def build_student(cfg: StudentConfig, out: str | Path | None = None, *, overwrit
     teacher = load_model(spec, gguf_file=gguf, device="cpu")
     tokenizer = load_tokenizer(spec, gguf_file=gguf)
     fingerprint = model_fingerprint(teacher)
+    if cfg.keep is None:  # the same student as the explicit number: one cache entry, one card
+        cfg = replace(cfg, keep=default_keep(teacher.config.num_hidden_layers))
     folder = cache_dir() / "students" / f"{Path(spec).name}-{_cache_key(cfg, fingerprint)}"
     if use_cache and (folder / CARD).is_file():
         _log(f"reusing the cached build {folder}")
@@ -266,7 +276,7 @@ def _choose(cfg: StudentConfig, teacher, tokenizer, calib, work: Path):
         choice = LayerChoice(**read_json(saved, what="layer choice"))
         _log(f"{cfg.method}: keeping {len(choice.kept)} of {n_layers} layers (from {saved})")
         return choice
-    keep = cfg.keep if cfg.keep is not None else n_layers * 2 // 3
+    keep = cfg.keep if cfg.keep is not None else default_keep(n_layers)
     judge = partial(_judge_candidate, teacher=teacher, rows=calib[: cfg.refine_rows])
     choice = choose_layers(teacher, _calibration_batches(calib, tokenizer.pad_token_id), keep=keep,
                            method=cfg.method, every=cfg.every, refine=cfg.refine, judge=judge)
