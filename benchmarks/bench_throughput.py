@@ -251,7 +251,7 @@ class _CacheTeacher:
 
         out: dict = {"logprobs": [], "logprob_token_ids": [], "actual_logprobs": [], "actual_token_ids": []}
         for seq, n_prompt in zip(sequences, prompt_lengths):
-            ids, lps = self.cache.targets(self.by_tokens[tuple(seq)])
+            ids, lps, _ = self.cache.targets(self.by_tokens[tuple(seq)])  # TRL derives its tail itself
             ids, lps = np.asarray(ids, dtype=np.int64), np.asarray(lps, dtype=np.float32)
             actual = np.asarray(seq[n_prompt:], dtype=np.int64)
             hit = ids == actual[:, None]  # (n, k)
