@@ -60,6 +60,8 @@ import sys
 import time
 from pathlib import Path
 
+from procmem import hwm_kib, rss_kib
+
 REPO = Path(__file__).resolve().parents[1]
 # Our compiled fused path at three chunk sizes: the default (default_fused_chunk_size: a ~32 MiB
 # float32 chunk buffer, 170 tokens at 49,152, 55 at 151,936) and fixed 64 and 128 tokens — smaller
@@ -74,14 +76,6 @@ LIGER_CHUNK = 256
 DEFAULT_TOKENS = {49152: 2048, 151936: 512}
 
 
-def _rss_kib() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-
-
-def _hwm_kib() -> int:
-    with open("/proc/self/status") as f:
-        return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
 
 
 def _inputs(tokens: int, vocab: int, hidden: int, seed: int, dtype=None) -> dict:
@@ -186,13 +180,13 @@ def worker(args: argparse.Namespace) -> None:
     # compiled chunk function guards on the total token count and would recompile otherwise).
     # Eager variants: 256 tokens, enough for torch's one-time initialisation.
     _step(fn, x, None if "compiled" in args.worker else slice(0, min(256, args.tokens)))
-    base = _rss_kib()
+    base = rss_kib()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current RSS
     start = time.perf_counter()
     loss, gh, gw = _step(fn, x)
     seconds = time.perf_counter() - start
-    peak = (_hwm_kib() - base) * 1024
+    peak = (hwm_kib() - base) * 1024
     del gh, gw
     print(json.dumps({"variant": args.worker, "seconds": seconds, "peak_bytes": peak,
                       "loss": loss}))  # fmt: skip

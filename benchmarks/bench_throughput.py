@@ -55,7 +55,6 @@ import argparse
 import inspect
 import json
 import os
-import re
 import resource
 import statistics
 import subprocess
@@ -63,6 +62,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from procmem import hwm_kib, rss_kib
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("ours_random", "ours_grouped", "trl")
@@ -75,21 +76,13 @@ TARGETS = {"grouped_vs_random_tokens_per_s": 1.4, "time_vs_trl_distillation": 1.
            "memory_vs_trl_distillation": 0.6}  # fmt: skip
 
 
-def _rss_kib() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-
-
-def _hwm_kib() -> int:
-    with open("/proc/self/status") as f:
-        return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
 
 
 def _reset_peak() -> int:
     """Reset VmHWM to the current RSS; returns that RSS (KiB)."""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    return _rss_kib()
+    return rss_kib()
 
 
 def uses_tail() -> bool:
@@ -217,7 +210,7 @@ def run_ours(args, folder: Path, grouped: bool) -> dict:
         times.append(row["tokens"] / row["tokens_per_s"])
         if len(times) == 1:
             mem["base"] = _reset_peak()
-        mem["hwm"] = _hwm_kib()
+        mem["hwm"] = hwm_kib()
 
     torch.manual_seed(0)
     result = train(cfg, student=model, tokenizer=_Tok(args.student["vocab"], pad), examples=examples,
@@ -320,7 +313,7 @@ def run_trl(args, folder: Path) -> dict:
             times.append(time.perf_counter() - self.t0)
             if len(times) == 1:
                 mem["base"] = _reset_peak()
-            mem["hwm"] = _hwm_kib()
+            mem["hwm"] = hwm_kib()
 
     config = ServerDistillationConfig(
         output_dir=str(folder / "trl"), teacher_model_server_url="http://cache.invalid",
