@@ -177,8 +177,10 @@ def _heal(cfg: StudentConfig, student, teacher, tokenizer, work: Path) -> dict:
         )
     run = config_from_dict({
         "loss": {"mode": "kd", "divergence": cfg.heal_divergence, "ce_weight": cfg.heal_ce_weight},
+        # Random (not length-grouped) batches: the order the measured default student was healed
+        # with (docs/results/issue17), so a fresh build reproduces it.
         "optim": {"lr": cfg.heal_lr, "batch_size": cfg.heal_batch_size, "warmup_ratio": 0.1,
-                  "schedule": "cosine"},
+                  "schedule": "cosine", "group_by_length": False},
         "curriculum": {"kind": "none", "epochs": 1, "temperature_schedule": "constant"},
         "data": {"source": cfg.heal_data, "template": cfg.template},
         "teacher": {"spec": cfg.teacher}, "student": {"spec": "pruned teacher (in memory)"},
