@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from spectrumkd import SpectrumKDError
 from spectrumkd.cli import main
 from spectrumkd.rundir import RunDir
 
@@ -244,3 +245,26 @@ def test_a_user_plan_with_ids_not_in_the_data_writes_nothing(config, tmp_path, c
     rc, _, err = distill(config, capsys=capsys)
     refused(rc, err, "plan.json", "ghost-")
     assert snapshot(plan.parent) == before
+
+
+def test_a_run_from_before_new_keys_resumes_only_as_it_ran(config, fake_run, capsys):
+    from dataclasses import asdict
+
+    from spectrumkd.train.config import load_config
+    from spectrumkd.train.pipeline import _check_resume_config
+
+    cfg = load_config(config)
+    saved = yaml.safe_load((fake_run / "config.yaml").read_text())
+    full = asdict(cfg)
+    for section, key in (("optim", "group_by_length"), ("validation", "curve_points"), ("validation", "curve_rows")):
+        del full[section][key]  # what an older spectrumkd wrote
+    (fake_run / "config.yaml").write_text(yaml.safe_dump(full))
+    with pytest.raises(SpectrumKDError, match="written before optim.group_by_length, validation.curve_points existed; "
+                       "resume it as it ran with optim.group_by_length=false validation.curve_points=0"):
+        _check_resume_config(cfg, fake_run / "config.yaml")
+    cfg.optim.group_by_length, cfg.validation.curve_points = False, 0
+    _check_resume_config(cfg, fake_run / "config.yaml")  # accepted
+    cfg.optim.lr *= 2
+    with pytest.raises(SpectrumKDError, match="differs .* optim.lr"):
+        _check_resume_config(cfg, fake_run / "config.yaml")
+    assert saved  # the fixture's own file was a valid config before

@@ -35,6 +35,7 @@ Not here: the loop itself (:mod:`spectrumkd.train.loop`), evaluation and reports
 from __future__ import annotations
 
 import gc
+import json
 import shutil
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
@@ -153,6 +154,12 @@ def _check_user_plan(cfg: RunConfig, plan, path: Path) -> None:
         )
 
 
+LEGACY_BEHAVIOUR = {"optim.group_by_length": False, "validation.curve_points": 0,
+                    "validation.curve_rows": None}
+"""Config keys added after runs existed, and the behaviour of a ``config.yaml`` without them: such
+a run resumes exactly only with these values (None: any value; a key not listed here must match)."""
+
+
 def _check_resume_config(cfg: RunConfig, path: Path) -> None:
     try:
         old = yaml.safe_load(read_text(path, what="config")) or {}
@@ -161,12 +168,24 @@ def _check_resume_config(cfg: RunConfig, path: Path) -> None:
     if not isinstance(old, dict):
         raise SpectrumKDError(f"{path}: expected a mapping at the top level")
     new = asdict(cfg)
-    diffs = [f"{s}.{k}" for s in new if isinstance(new[s], dict)
-             for k in new[s] if (old.get(s) or {}).get(k) != new[s][k]]
+    diffs, legacy = [], []
+    for s in (s for s in new if isinstance(new[s], dict)):
+        for k in new[s]:
+            section = old.get(s) or {}
+            if k not in section and f"{s}.{k}" in LEGACY_BEHAVIOUR:  # written before the key existed
+                if LEGACY_BEHAVIOUR[f"{s}.{k}"] not in (None, new[s][k]):
+                    legacy.append(f"{s}.{k}={json.dumps(LEGACY_BEHAVIOUR[f'{s}.{k}'])}")
+            elif section.get(k) != new[s][k]:
+                diffs.append(f"{s}.{k}")
     diffs += [k for k in new if not isinstance(new[k], dict) and old.get(k) != new[k]
               and k not in ("output_dir", "progress", "save_every_steps")]
     if diffs:
         raise SpectrumKDError(f"--resume: the config differs from {path} in {', '.join(diffs[:8])}")
+    if legacy:
+        raise SpectrumKDError(
+            f"--resume: {path} was written before {', '.join(k.partition('=')[0] for k in legacy)} "
+            f"existed; resume it as it ran with {' '.join(legacy)}"
+        )
 
 
 def check_run_dir(cfg: RunConfig, rd: RunDir, *, resume: bool, overwrite: bool) -> None:
