@@ -99,20 +99,23 @@ def _load_one(model: ModelConfig):
     return tokenizer, loaded
 
 
-def _load_data(cfg: RunConfig, tokenizer):
+def _rows(cfg: RunConfig, tokenizer, source: str, limit: int | None):
+    """``(examples, dropped)`` of ``source``'s first ``limit`` rows, by the data section's template
+    and length limits."""
     from spectrumkd.data import build_examples, load_records
 
+    return build_examples(load_records(source, limit=limit), tokenizer, template=cfg.data.template,
+                          max_prompt_length=cfg.data.max_prompt_length, max_length=cfg.data.max_length)
+
+
+def _load_data(cfg: RunConfig, tokenizer):
     if not cfg.data.source:
         raise SpectrumKDError("data.source is required")
-    kw = {"template": cfg.data.template, "max_prompt_length": cfg.data.max_prompt_length,
-          "max_length": cfg.data.max_length}
-    records = load_records(cfg.data.source, limit=cfg.data.limit)
-    examples, dropped = build_examples(records, tokenizer, **kw)
+    examples, dropped = _rows(cfg, tokenizer, cfg.data.source, cfg.data.limit)
     val: list = []
     if cfg.validation.size > 0:
         if cfg.data.validation_source:
-            vrec = load_records(cfg.data.validation_source, limit=cfg.validation.size)
-            val, _ = build_examples(vrec, tokenizer, **kw)
+            val, _ = _rows(cfg, tokenizer, cfg.data.validation_source, cfg.validation.size)
         else:
             if cfg.validation.size >= len(examples):
                 raise SpectrumKDError(
@@ -267,17 +270,11 @@ def _load_inputs(cfg: RunConfig, rd: RunDir) -> _RunInputs:
 
 def _curve_examples(cfg: RunConfig, tokenizer, validation: list) -> list:
     """The held-out curve's rows (``validation.curve_rows``, ``[]`` when the curve is off)."""
-    from spectrumkd.data import build_examples, load_records
-
     v = cfg.validation
     if v.curve_points == 0:
         return []
     if cfg.data.validation_source:
-        records = load_records(cfg.data.validation_source, limit=v.curve_rows)
-        rows, _ = build_examples(records, tokenizer, template=cfg.data.template,
-                                 max_prompt_length=cfg.data.max_prompt_length,
-                                 max_length=cfg.data.max_length)
-        return rows
+        return _rows(cfg, tokenizer, cfg.data.validation_source, v.curve_rows)[0]
     return list(validation[: v.curve_rows])
 
 
