@@ -46,6 +46,19 @@ def test_gkd_lowers_the_loss_and_mixes_student_samples(examples, tokenizer):
     assert result.losses[-1] < result.losses[0]
 
 
+def test_gkd_ce_weight_applies_to_dataset_responses_only(examples, tokenizer):
+    cfg = make_cfg(loss={"mode": "gkd", "divergence": "rkl", "ce_weight": 0.3, "gkd_max_new_tokens": 8})
+    seen = []
+    run(cfg, examples[:8], tokenizer, on_step=seen.append)
+    on = [r for r in seen if r["on_policy"]]
+    off = [r for r in seen if not r["on_policy"]]
+    assert on and off
+    for r in on:  # on a student sample, the divergence alone
+        assert r["loss"] == pytest.approx(r["kd"], rel=1e-5) and r["ce"] > 0
+    for r in off:  # on the dataset's responses, 0.3·CE + 0.7·D
+        assert r["loss"] == pytest.approx(0.3 * r["ce"] + 0.7 * r["kd"], rel=1e-5)
+
+
 def test_sft_lowers_ce_without_a_teacher(examples, tokenizer):
     cfg = make_cfg(loss={"mode": "sft"})
     result, _, _ = run(cfg, examples[:8], tokenizer, teacher=None)

@@ -6,7 +6,8 @@ and (``optim.group_by_length``, the default) group them into steps of similar le
 ``batch_size × grad_accumulation × processes`` examples, give each process its share of every
 micro-batch, and per step
 
-1. (GKD) with probability λ replace the responses by the student's own samples (T = 1);
+1. (GKD) with probability λ replace the responses by the student's own samples (T = 1), and
+   train that step on the divergence alone (:func:`on_policy_loss`);
 2. count the response tokens of the whole step over accumulation *and* processes;
 3. per micro-batch: teacher forward (frozen, eval, no grad) or the cached top-k targets, student
    forward, ``kd_loss``/``sparse_kd_loss`` normalised by that global count, backward (gradient
@@ -52,7 +53,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -425,14 +426,16 @@ def train_step(loop: Loop, chunk: list[int], *, epoch: int, temperature: float, 
     acc = loop.accelerator
     micro = _step_shares(loop, chunk)
     on_policy = _coin_for_samples(loop.sections, loop.state.global_step)
+    loss_cfg = loop.sections.loss
     if on_policy:
         micro = _student_samples(loop, micro)
+        loss_cfg = on_policy_loss(loss_cfg)
     # A stand-in for an empty share: the step's first example, at weight 0.
     stand_in = loop.examples[chunk[0]]
     batches = [loop.collate(exs if exs else [stand_in]) for exs in micro]
     local = sum(int((b["labels"][:, 1:] != -100).sum()) for b, exs in zip(batches, micro) if exs)
     num_tokens = int(acc.reduce(torch.tensor(local, device=acc.device), "sum"))
-    sums = _accumulate_gradients(loop, batches, micro, stand_in_id=stand_in.id,
+    sums = _accumulate_gradients(loop, batches, micro, loss_cfg, stand_in_id=stand_in.id,
                                  temperature=temperature, num_tokens=num_tokens, where=where)
     grad_norm = None
     if loop.sections.optim.grad_clip is not None:
@@ -464,6 +467,19 @@ def _coin_for_samples(sections: LoopConfig, global_step: int) -> bool:
     return loss.mode == "gkd" and use_student_samples(sections.options.seed, global_step, loss.gkd_lambda)
 
 
+def on_policy_loss(loss: LossConfig) -> LossConfig:
+    """The objective of a step on the student's own samples: the divergence alone.
+
+    ``ce_weight`` weighs the CE on *dataset* responses; on a sample the CE would train the
+    student to imitate itself (Agarwal et al. 2024 use the divergence alone on-policy), so its
+    weight moves to the divergence.
+
+    >>> on_policy_loss(LossConfig(mode="gkd", divergence="rkl", ce_weight=0.3)).ce_weight
+    0.0
+    """
+    return replace(loss, ce_weight=0.0)
+
+
 def _student_samples(loop: Loop, micro: list[list[Example]]) -> list[list[Example]]:
     """The micro-batches with the student's own responses (T = 1), seeded per step, rank, batch."""
     seed, step = loop.sections.options.seed, loop.state.global_step
@@ -478,7 +494,8 @@ def _student_samples(loop: Loop, micro: list[list[Example]]) -> list[list[Exampl
     ]  # fmt: skip
 
 
-def _accumulate_gradients(loop: Loop, batches: list[dict], micro: list[list[Example]], *,
+def _accumulate_gradients(loop: Loop, batches: list[dict], micro: list[list[Example]],
+                          loss_cfg: LossConfig, *,
                           stand_in_id, temperature: float, num_tokens: int, where: str):
     """Forward and backward over the step's micro-batches, gradient sync on the last only;
     returns the step's global ``[total, ce, kd]`` (each normalised by ``num_tokens``)."""
@@ -491,7 +508,7 @@ def _accumulate_gradients(loop: Loop, batches: list[dict], micro: list[list[Exam
             try:
                 with acc.autocast():
                     out = micro_loss(
-                        model, batch, loss=loop.sections.loss, temperature=temperature,
+                        model, batch, loss=loss_cfg, temperature=temperature,
                         num_tokens=num_tokens, vocab=loop.vocab, device=acc.device,
                         teacher=loop.teacher, teacher_cache=loop.teacher_cache,
                         ids=[ex.id for ex in exs] or [stand_in_id],

@@ -72,6 +72,9 @@ class StudentConfig:
     heal_lr: float = 3e-4
     heal_ce_weight: float = 0.3
     heal_divergence: str = "rkl"
+    heal_on_policy: float = 0.0
+    """Probability per healing step that the responses are the student's own samples (GKD's λ),
+    trained on the divergence alone; 0: the healing data's responses only."""
     template: str = "dolly"
     max_prompt_length: int = 256
     max_length: int = 512
@@ -94,6 +97,8 @@ class StudentConfig:
             raise SpectrumKDError(f"student: heal_steps must be >= 0, got {self.heal_steps}")
         if not (self.heal_lr > 0 and self.heal_lr < 1):
             raise SpectrumKDError(f"student: heal_lr must be in (0, 1), got {self.heal_lr}")
+        if not 0 <= self.heal_on_policy <= 1:
+            raise SpectrumKDError(f"student: heal_on_policy must be in [0, 1], got {self.heal_on_policy}")
         if not 0 <= self.heal_ce_weight <= 1:
             raise SpectrumKDError(f"student: heal_ce_weight must be in [0, 1], got {self.heal_ce_weight}")
 
@@ -176,7 +181,8 @@ def _heal(cfg: StudentConfig, student, teacher, tokenizer, work: Path) -> dict:
             f"{cfg.heal_data} has {len(examples)} that fit max_length={cfg.max_length}"
         )
     run = config_from_dict({
-        "loss": {"mode": "kd", "divergence": cfg.heal_divergence, "ce_weight": cfg.heal_ce_weight},
+        "loss": {"mode": "gkd" if cfg.heal_on_policy > 0 else "kd", "divergence": cfg.heal_divergence,
+                 "ce_weight": cfg.heal_ce_weight, "gkd_lambda": cfg.heal_on_policy},
         # Random (not length-grouped) batches: the order the measured default student was healed
         # with (docs/results/issue17), so a fresh build reproduces it.
         "optim": {"lr": cfg.heal_lr, "batch_size": cfg.heal_batch_size, "warmup_ratio": 0.1,
@@ -200,6 +206,7 @@ def _heal(cfg: StudentConfig, student, teacher, tokenizer, work: Path) -> dict:
     return {"data": cfg.heal_data, "rows": [str(i) for i in ids[:3]] + ["..."], "n_rows": len(ids),
             "steps": result.state.global_step, "batch_size": cfg.heal_batch_size, "lr": cfg.heal_lr,
             "loss": f"{cfg.heal_ce_weight}·CE + {1 - cfg.heal_ce_weight:g}·{cfg.heal_divergence}",
+            "on_policy": cfg.heal_on_policy,
             "first_losses": losses[:3], "last_losses": losses[-3:]}
 
 
