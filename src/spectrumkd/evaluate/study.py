@@ -126,9 +126,10 @@ def read_record(path: Path, unit: Unit, want_hash: str) -> dict:
     rec = read_json(path, what="experiment record")
     if rec.get("spectrumkd") != "record" or rec.get("version") != RECORD_VERSION:
         raise SpectrumKDError(f"{path}: not a spectrumkd record (version {RECORD_VERSION})")
-    same = (rec.get("unit") == unit.unit and
-            (rec.get("arm"), rec.get("seed")) == (unit.name, unit.seed) if unit.unit == "arm"
-            else rec.get("reference") == unit.name)
+    if unit.unit == "arm":
+        same = (rec.get("unit"), rec.get("arm"), rec.get("seed")) == ("arm", unit.name, unit.seed)
+    else:
+        same = (rec.get("unit"), rec.get("reference")) == ("reference", unit.name)
     if not same:
         raise SpectrumKDError(f"{path}: a record of another run than {unit.label}")
     if rec.get("config_hash") != want_hash:
