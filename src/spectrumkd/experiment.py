@@ -23,15 +23,32 @@ answers, the teacher's NLL of the sampled answers, sampled and greedy ROUGE-L), 
 teacher; ``results.json`` holds it as ``arms.<arm>.panel`` (means over training seeds, per seed in
 ``panel_per_seed``) and ``references.<before|teacher>.panel``.
 
-Results (``OUT/results.json``, ``results.md``, ``per_prompt.jsonl``, ``figures/``): per arm, the
-mean ± std over training seeds of the run's ROUGE-L (mean over prompts and generation seeds), the
-relative gain over the baseline arm, and the two-sided Wilcoxon signed-rank p against the baseline
-over paired (training seed, generation seed, prompt) scores — the pairing the issue asks for,
-which treats correlated pairs as independent — plus the more conservative p over prompts (each
-prompt's score averaged over all seeds). Everything resumes: a finished run (last epoch in its
-metrics, eval complete) is skipped, an interrupted one resumes from its checkpoint, and results
-are rewritten after every run, so a study can be continued later. Only library functions are
-called, never the CLI.
+Runs as records (:mod:`spectrumkd.evaluate.study`): each finished arm × seed and each reference
+writes a small record under ``OUT/records/`` (config hash, commit, steps, held-out curves, panel,
+per-prompt scores; no weights). A unit with a record is finished; the others are run (or resumed
+from their checkpoint: a run directory that finished training is kept), so a study continues on
+any machine that has its records. Records copied in from elsewhere count when their config hash
+(:func:`unit_hashes`) matches and are refused with one line naming the file when not.
+``shard=(I, N)`` (``spectrumkd experiment --shard I/N``) runs only every N-th unit of the fixed
+grid (:func:`grid`) from I; copy the shards' ``records/`` folders into one ``OUT`` and rerun
+without ``--shard`` (or with ``run=False``, ``--no-run``) to rebuild the tables (docs/scaling.md).
+
+Results, rebuilt from the records alone after every unit (``OUT/results.json``, ``results.md``,
+``per_prompt.jsonl``, ``study.json``, ``figures/``): per arm, the mean ± std over training seeds
+of the run's ROUGE-L (mean over prompts and generation seeds) and the relative gain over the
+baseline arm; ``comparisons``: per arm vs the baseline and per panel metric (final value, and the
+area under each held-out curve) over paired training seeds, the mean difference, a 95% bootstrap
+CI and the exact two-sided Wilcoxon signed-rank p (:func:`spectrumkd.evaluate.stats.paired_seeds`:
+a curriculum is a data order, so the training seed is the unit of evidence). Secondary, labelled
+so: the Wilcoxon p over prompts (each prompt's score averaged over all seeds), and over pooled
+(training seed, generation seed, prompt) pairs, which treats correlated pairs as independent.
+Only library functions are called, never the CLI.
+
+Control arms (issue 18) are curriculum kinds or overrides like any arm (:mod:`spectrumkd.curriculum.
+baselines`): ``{curriculum.kind: random-window}``, ``{curriculum.kind: curated-shuffle}``, τ-only
+``{curriculum.kind: full}`` (linear τ 1 → 2, at the paper's 0.8 × epochs), reverse
+``{curriculum.direction: reverse}`` and no-exclusion ``{curriculum.lambda_b: 0.0}``; see
+configs/experiments/controls.yaml.
 """
 
 from __future__ import annotations
@@ -39,6 +56,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -48,10 +66,24 @@ import yaml
 
 from spectrumkd import SpectrumKDError, configfile
 from spectrumkd.evaluate.results import BETTER, PANEL_METRICS
+from spectrumkd.evaluate.study import (
+    RECORD_VERSION,
+    Unit,
+    build_study,
+    comparisons,
+    config_hash,
+    curves_from_metrics,
+    per_prompt_tests,
+    read_record,
+    record_scores,
+    shard_units,
+    write_record,
+)
 from spectrumkd.rundir import RunDir
 
-__all__ = ["ExperimentConfig", "EvalSection", "load_experiment", "render_panel", "render_samples",
-           "run_experiment", "summarize"]
+__all__ = ["ExperimentConfig", "EvalSection", "grid", "load_experiment", "read_records",
+           "render_comparisons", "render_panel", "render_samples", "run_experiment", "summarize",
+           "unit_hashes"]
 
 PAPER_EPOCH_RATIO = 0.8  # §4: 20 epochs of full data vs 25 of SpectrumKD at λa = λb = 0.1
 NO_WINDOW_KINDS = ("none", "full")
@@ -262,19 +294,121 @@ def _share_scores(src: Path | None, run_dir: Path) -> None:
 
 
 def _order(exp: ExperimentConfig, arms: dict) -> list[str]:
-    """Arms without a window first (their teacher cache then holds every example)."""
+    """Arms without a window first: the grid's fixed order within a training seed."""
     names = list(exp.arms)
     return sorted(names, key=lambda n: (arms[n].curriculum.kind not in NO_WINDOW_KINDS,
                                         names.index(n)))
 
 
-def run_experiment(config_path: str | Path, out_dir: str | Path,
-                   overrides: list[str] | None = None) -> dict:
-    """Run (or continue) the experiment of ``config_path`` into ``out_dir``; returns results.json."""
-    from spectrumkd.train.config import save_config
-    from spectrumkd.train.pipeline import distill, resolve_spec
-    from spectrumkd.train.student import build_student
+def grid(exp: ExperimentConfig, arms: dict) -> list[Unit]:
+    """Every unit of the experiment in its fixed order: per training seed the arms (those without
+    a window first), then the reference models. ``--shard I/N`` takes every N-th from I."""
+    units = [Unit("arm", name, seed) for seed in exp.seeds for name in _order(exp, arms)]
+    return units + [Unit("reference", ref) for ref in exp.references]
 
+
+# Run-config fields that say where or how verbosely a run works, not what it computes.
+_LOCAL_FIELDS = ("output_dir", "progress")
+
+
+def _portable(cfg, config_dir: Path) -> dict:
+    """The run config as a machine-independent dict: data paths relative to the config file's
+    folder, local fields and the teacher cache's folder dropped."""
+    d = asdict(cfg)
+    for key in _LOCAL_FIELDS:
+        d.pop(key, None)
+    d.get("teacher_cache", {}).pop("dir", None)
+    for attr in ("source", "validation_source"):
+        path = d["data"].get(attr)
+        if path and Path(path).is_absolute():
+            d["data"][attr] = os.path.relpath(path, config_dir)
+    return d
+
+
+def unit_hashes(exp: ExperimentConfig, base, arms: dict, config_path: str | Path) -> dict[Unit, str]:
+    """The config hash of every unit (:func:`spectrumkd.evaluate.study.config_hash`): an arm's
+    run config at its seed, the student built for the experiment and the evaluation protocol; a
+    reference's model sections and the protocol. Seeds, other arms and the baseline choice are
+    not part of it, so adding seeds or arms keeps the records made so far."""
+    config_dir = Path(config_path).resolve().parent
+    common = {"student_build": exp.student, "eval": asdict(exp.eval)}
+    out = {}
+    for unit in grid(exp, arms):
+        if unit.unit == "arm":
+            run = _portable(arms[unit.name], config_dir)
+            run["seed"] = unit.seed
+            out[unit] = config_hash({"arm": run, **common})
+        else:
+            models = _portable(base, config_dir)
+            out[unit] = config_hash({"reference": unit.name, "teacher": models["teacher"],
+                                     "student": models["student"], **common})
+    return out
+
+
+def _commit() -> str | None:
+    """The git commit of the spectrumkd source that ran (``-dirty`` with uncommitted changes to
+    tracked files), or None outside a git checkout."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                              text=True, timeout=30)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def _per_prompt(scores: dict[tuple[int, str], float]) -> list[dict]:
+    return [{"gen_seed": g, "id": pid, "rougeL": s} for (g, pid), s in sorted(scores.items())]
+
+
+def _arm_record(unit: Unit, cfg, run_dir: Path, exp: ExperimentConfig, chash: str,
+                commit: str | None) -> dict:
+    from spectrumkd.curriculum import Plan
+
+    eval_dir = _eval_dir(run_dir, exp)
+    return {"spectrumkd": "record", "version": RECORD_VERSION, "unit": "arm", "arm": unit.name,
+            "seed": unit.seed, "checkpoint": exp.eval.checkpoint, "config_hash": chash,
+            "commit": commit, "kind": cfg.curriculum.kind, "epochs": cfg.curriculum.epochs,
+            "steps": _real_steps(run_dir), "planned_steps": _planned_steps(cfg, run_dir),
+            "n_train": Plan.load(RunDir(run_dir).plan).n_total,
+            "curves": curves_from_metrics(RunDir(run_dir).metrics()),
+            "panel": _panel(eval_dir) or {}, "per_prompt": _per_prompt(_scores(eval_dir) or {})}
+
+
+def _reference_record(unit: Unit, eval_dir: Path, exp: ExperimentConfig, chash: str,
+                      commit: str | None) -> dict:
+    return {"spectrumkd": "record", "version": RECORD_VERSION, "unit": "reference",
+            "reference": unit.name, "checkpoint": exp.eval.checkpoint, "config_hash": chash,
+            "commit": commit, "panel": _panel(eval_dir) or {},
+            "per_prompt": _per_prompt(_scores(eval_dir) or {})}
+
+
+def read_records(out: str | Path, exp: ExperimentConfig, hashes: dict[Unit, str]) -> dict[Unit, dict]:
+    """The records of the grid's units present in ``out`` (copied in from anywhere); any whose
+    config hash differs from ``hashes`` is refused (:func:`spectrumkd.evaluate.study.read_record`)."""
+    found = {}
+    for unit, chash in hashes.items():
+        path = unit.record_path(out, exp.eval.suffix)
+        if path.is_file():
+            found[unit] = read_record(path, unit, chash)
+    return found
+
+
+def run_experiment(config_path: str | Path, out_dir: str | Path,
+                   overrides: list[str] | None = None, *, shard: tuple[int, int] | None = None,
+                   run: bool = True) -> dict:
+    """Run (or continue) the experiment of ``config_path`` into ``out_dir``; returns results.json.
+
+    Units with a record are kept; the others (only this ``shard``'s share, ``(I, N)``, when given)
+    are trained, evaluated and recorded. ``run=False`` trains nothing and only rebuilds the
+    tables from the records present. The tables are rebuilt from records alone after every unit.
+    """
     t0 = time.perf_counter()
     exp, base, arms = load_experiment(config_path, overrides)
     out = Path(out_dir)
@@ -283,6 +417,30 @@ def run_experiment(config_path: str | Path, out_dir: str | Path,
         yaml.safe_dump({"experiment": asdict(exp), "run_base": asdict(base),
                         "arms": {n: asdict(c) for n, c in arms.items()}}, sort_keys=False),
         encoding="utf-8")
+    hashes = unit_hashes(exp, base, arms, config_path)
+    records = read_records(out, exp, hashes)  # a record of another config stops here, before work
+    units = grid(exp, arms)
+    mine = units if shard is None else shard_units(units, *shard)
+    for unit in mine:
+        if unit in records:
+            _log(f"{unit.label}: finished run, kept ({unit.record_path(out, exp.eval.suffix)})")
+    pending = [u for u in mine if u not in records] if run else []
+    if pending:
+        _run_units(pending, out, exp, base, arms, hashes)
+    results = summarize(out, exp, hashes)
+    results["seconds_this_call"] = round(time.perf_counter() - t0, 1)
+    write_results(out, exp, results, hashes)
+    _log(f"finished in {(time.perf_counter() - t0) / 60:.1f} min; "
+         f"{out / f'results{exp.eval.suffix}.md'}")
+    return results
+
+
+def _run_units(pending: list[Unit], out: Path, exp: ExperimentConfig, base, arms: dict,
+               hashes: dict[Unit, str]) -> None:
+    """Train (or resume), evaluate and record each pending unit, rebuilding the tables after each."""
+    from spectrumkd.train.config import save_config
+    from spectrumkd.train.pipeline import distill, resolve_spec
+    from spectrumkd.train.student import build_student
 
     teacher_dir, teacher_gguf = resolve_spec(base.teacher)
     student_cfg = student_config(exp, base)
@@ -291,20 +449,33 @@ def run_experiment(config_path: str | Path, out_dir: str | Path,
     else:
         student_dir = resolve_spec(base.student)[0]
     _log(f"teacher {teacher_dir}; student {student_dir}")
+    commit = _commit()
 
+    # Arms without a window share one teacher cache (every example, the same batches whichever
+    # run writes it); windowed arms keep their own, of their plan's examples. A unit's numbers
+    # then never depend on which unit ran first here, so shards reproduce the unsharded study.
     shared_cache = out / "teacher_cache"
     first_run: Path | None = None
-    order = _order(exp, arms)
-    use_shared_cache = arms[order[0]].curriculum.kind in NO_WINDOW_KINDS
-    for seed in exp.seeds:
-        for name in order:
+    for unit in pending:
+        path = unit.record_path(out, exp.eval.suffix)
+        if unit.unit == "reference":
+            model_dir = Path(student_dir) if unit.name == "before" else Path(teacher_dir)
+            if teacher_gguf is not None and unit.name == "teacher":
+                raise SpectrumKDError("experiment: evaluate a GGUF teacher through its cached folder")
+            _log(f"reference {unit.name}: evaluating {model_dir}")
+            eval_dir = out / "references" / unit.name / "eval"
+            _evaluate(model_dir, eval_dir, exp, (teacher_dir, teacher_gguf))
+            write_record(path, _reference_record(unit, eval_dir, exp, hashes[unit], commit))
+        else:
+            name, seed = unit.name, unit.seed
             cfg = copy.deepcopy(arms[name])
             cfg.teacher.spec, cfg.teacher.gguf_file, cfg.teacher.prune_layers = teacher_dir, teacher_gguf, None
             cfg.student.spec, cfg.student.gguf_file, cfg.student.prune_layers = student_dir, None, None
             cfg.seed = seed
             run_dir = out / "runs" / name / f"seed{seed}"
             cfg.output_dir = str(run_dir)
-            if cfg.teacher_cache.enabled and use_shared_cache and cfg.teacher_cache.dir is None:
+            if (cfg.teacher_cache.enabled and cfg.teacher_cache.dir is None
+                    and cfg.curriculum.kind in NO_WINDOW_KINDS):
                 cfg.teacher_cache.dir = str(shared_cache)
             if RunDir(run_dir).is_finished(cfg.curriculum.epochs):
                 _log(f"{name} seed {seed}: finished run, kept")
@@ -318,22 +489,9 @@ def run_experiment(config_path: str | Path, out_dir: str | Path,
             _evaluate(_checkpoint_model(run_dir, exp.eval.checkpoint), _eval_dir(run_dir, exp), exp,
                       (teacher_dir, teacher_gguf))
             save_config(cfg, run_dir / "arm.yaml")
-            per_run = collect_scores(out, exp)
-            write_results(out, summarize(out, exp, arms, per_run), per_run)
-
-    for ref in exp.references:
-        model_dir = Path(student_dir) if ref == "before" else Path(teacher_dir)
-        if teacher_gguf is not None and ref == "teacher":
-            raise SpectrumKDError("experiment: evaluate a GGUF teacher through its cached folder")
-        _log(f"reference {ref}: evaluating {model_dir}")
-        _evaluate(model_dir, out / "references" / ref / "eval", exp, (teacher_dir, teacher_gguf))
-    per_run = collect_scores(out, exp)
-    results = summarize(out, exp, arms, per_run)
-    results["seconds_this_call"] = round(time.perf_counter() - t0, 1)
-    write_results(out, results, per_run)
-    _log(f"finished in {(time.perf_counter() - t0) / 60:.1f} min; "
-         f"{out / f'results{exp.eval.suffix}.md'}")
-    return results
+            write_record(path, _arm_record(unit, cfg, run_dir, exp, hashes[unit], commit))
+        _log(f"{unit.label}: recorded → {path}")
+        write_results(out, exp, summarize(out, exp, hashes), hashes)
 
 
 # ----------------------------------------------------------------------------- results
@@ -382,42 +540,38 @@ def _run_mean(scores: dict) -> float:
     return sum(scores.values()) / len(scores)
 
 
-def collect_scores(out: str | Path, exp: ExperimentConfig) -> dict[str, dict[int, dict]]:
-    """``{arm: {seed: {(generation seed, prompt id): ROUGE-L}}}`` of every finished evaluation."""
-    out = Path(out)
-    per_run: dict[str, dict[int, dict]] = {}
-    for name in exp.arms:
-        per_run[name] = {}
-        for seed in exp.seeds:
-            eval_dir = _eval_dir(out / "runs" / name / f"seed{seed}", exp)
-            scores = _scores(eval_dir) if _eval_done(eval_dir, len(exp.eval.seeds)) else None
-            if scores is not None:
-                per_run[name][seed] = scores
-    return per_run
+def collect_records(out: str | Path, exp: ExperimentConfig, hashes: dict[Unit, str]
+                    ) -> tuple[dict[str, dict[int, dict]], dict[str, dict]]:
+    """``({arm: {seed: record}}, {reference: record})`` of the records in ``out``."""
+    found = read_records(out, exp, hashes)
+    by_arm: dict[str, dict[int, dict]] = {name: {} for name in exp.arms}
+    refs = {}
+    for unit, rec in found.items():
+        if unit.unit == "arm":
+            by_arm[unit.name][unit.seed] = rec
+        else:
+            refs[unit.name] = rec
+    return {name: dict(sorted(recs.items())) for name, recs in by_arm.items()}, refs
 
 
-def summarize(out: str | Path, exp: ExperimentConfig, arms: dict,
-              per_run: dict[str, dict[int, dict]] | None = None) -> dict:
-    """results.json of the runs finished so far (arms with no finished seed are listed empty);
-    ``per_run`` is :func:`collect_scores`'s result, read here when not given."""
-    from spectrumkd.evaluate.stats import mean_std, relative_gain, wilcoxon_p
+def summarize(out: str | Path, exp: ExperimentConfig, hashes: dict[Unit, str]) -> dict:
+    """results.json from the records in ``out`` alone (arms with no record are listed empty)."""
+    from spectrumkd.evaluate.stats import mean_std, relative_gain
 
-    out = Path(out)
-    per_run = collect_scores(out, exp) if per_run is None else per_run
-    steps: dict[str, dict] = {}
-    for name, runs in per_run.items():
-        run_dirs = [out / "runs" / name / f"seed{seed}" for seed in runs]
-        steps[name] = {"planned": [_planned_steps(arms[name], d) for d in run_dirs],
-                       "real": [_real_steps(d) for d in run_dirs]}
+    by_arm, ref_records = collect_records(out, exp, hashes)
+    per_run = {name: {s: record_scores(r) for s, r in recs.items()} for name, recs in by_arm.items()}
     base_runs = per_run[exp.baseline]
     base_mean = mean_std([_run_mean(s) for s in base_runs.values()])[0] if base_runs else None
     table = {}
     for name, runs in per_run.items():
+        recs = by_arm[name]
+        cfg = exp.arms[name]
         row: dict = {"n_seeds": len(runs), "seeds": sorted(runs),
-                     "kind": arms[name].curriculum.kind, "epochs": arms[name].curriculum.epochs,
-                     "steps": steps[name]["real"][0] if steps[name]["real"] else None,
-                     "steps_per_seed": steps[name]["real"],
-                     "planned_steps_per_seed": steps[name]["planned"]}
+                     "kind": next((r["kind"] for r in recs.values()), cfg.get("curriculum.kind")),
+                     "epochs": next((r["epochs"] for r in recs.values()), None),
+                     "steps": next((r["steps"] for r in recs.values()), None),
+                     "steps_per_seed": [r["steps"] for r in recs.values()],
+                     "planned_steps_per_seed": [r["planned_steps"] for r in recs.values()]}
         if runs:
             means = [_run_mean(runs[s]) for s in sorted(runs)]
             row["rougeL_mean"], row["rougeL_std"] = mean_std(means)
@@ -427,56 +581,37 @@ def summarize(out: str | Path, exp: ExperimentConfig, arms: dict,
         else:
             row.update(rougeL_mean=None, rougeL_std=None, rougeL_per_seed={},
                        gain_vs_baseline_pct=None)
-        row.update(_paired(runs, base_runs, name == exp.baseline, wilcoxon_p))
-        panels = {str(seed): _panel(_eval_dir(out / "runs" / name / f"seed{seed}", exp))
-                  for seed in sorted(runs)}
-        row["panel_per_seed"] = {seed: p for seed, p in panels.items() if p}
+        if name == exp.baseline:
+            row.update(p_vs_baseline=None, p_prompts_vs_baseline=None, n_pairs=0)
+        else:
+            tests = per_prompt_tests(runs, base_runs)
+            row.update(p_vs_baseline=tests["p_pairs"], p_prompts_vs_baseline=tests["p_prompts"],
+                       n_pairs=tests["n_pairs"], n_prompts=tests["n_prompts"])
+        row["panel_per_seed"] = {str(s): r["panel"] for s, r in recs.items() if r["panel"]}
         row["panel"] = _panel_means(row["panel_per_seed"])
         table[name] = row
     refs = {}
     for ref in exp.references:
-        scores = _scores(out / "references" / ref / "eval")
+        rec = ref_records.get(ref)
+        scores = record_scores(rec) if rec else {}
         refs[ref] = {"rougeL_mean": _run_mean(scores) if scores else None,
-                     "panel": _panel(out / "references" / ref / "eval") or {}}
+                     "panel": dict(rec["panel"]) if rec else {}}
     mismatched = sorted({n for n, r in table.items() if _steps_differ(r, table[exp.baseline])})
     return {"spectrumkd": "experiment", "baseline": exp.baseline, "arms": table,
             "references": refs, "eval": asdict(exp.eval), "train_seeds": exp.seeds,
             "checkpoint": exp.eval.checkpoint,
             "step_budget_mismatch": mismatched,
-            "test": "two-sided Wilcoxon signed-rank; p_vs_baseline over (train seed, generation "
-                    "seed, prompt) pairs; p_prompts_vs_baseline over prompts, each averaged over "
-                    "all seeds (conservative)"}
+            "comparisons": comparisons(by_arm, exp.baseline),
+            "test": "comparisons: per metric over paired training seeds (mean difference, 95% "
+                    "bootstrap CI, exact two-sided Wilcoxon signed-rank p); secondary: "
+                    "p_prompts_vs_baseline, Wilcoxon over prompts each averaged over all seeds; "
+                    "p_vs_baseline over (train seed, generation seed, prompt) pairs, which treats "
+                    "correlated pairs as independent"}
 
 
 def _steps_differ(row: dict, base: dict) -> bool:
     a, b = row.get("steps"), base.get("steps")
     return a is not None and b is not None and abs(a - b) > 0.02 * max(a, b)
-
-
-def _paired(runs: dict, base_runs: dict, is_baseline: bool, wilcoxon_p) -> dict:
-    if is_baseline:
-        return {"p_vs_baseline": None, "p_prompts_vs_baseline": None, "n_pairs": 0}
-    common = sorted(set(runs) & set(base_runs))
-    a, b = [], []
-    by_prompt_a: dict[str, list] = {}
-    by_prompt_b: dict[str, list] = {}
-    for seed in common:
-        keys = sorted(set(runs[seed]) & set(base_runs[seed]))
-        if len(keys) != len(runs[seed]) or len(keys) != len(base_runs[seed]):
-            raise SpectrumKDError(f"seed {seed}: the arm and the baseline were evaluated on "
-                                  "different prompts or generation seeds")
-        for key in keys:
-            a.append(runs[seed][key])
-            b.append(base_runs[seed][key])
-            by_prompt_a.setdefault(key[1], []).append(runs[seed][key])
-            by_prompt_b.setdefault(key[1], []).append(base_runs[seed][key])
-    if not a:
-        return {"p_vs_baseline": None, "p_prompts_vs_baseline": None, "n_pairs": 0}
-    prompts = sorted(by_prompt_a)
-    pa = [sum(by_prompt_a[k]) / len(by_prompt_a[k]) for k in prompts]
-    pb = [sum(by_prompt_b[k]) / len(by_prompt_b[k]) for k in prompts]
-    return {"p_vs_baseline": wilcoxon_p(a, b), "p_prompts_vs_baseline": wilcoxon_p(pa, pb),
-            "n_pairs": len(a), "n_prompts": len(prompts)}
 
 
 def _fmt(x, digits: int = 2) -> str:
@@ -486,9 +621,10 @@ def _fmt(x, digits: int = 2) -> str:
 
 
 def render_markdown(results: dict) -> str:
-    """The results table: arms (mean ± std over seeds, gain, p) and the reference models."""
+    """The results table (arms: ROUGE-L mean ± std over seeds, gain, the per-prompt p as a
+    secondary column; the reference models), then :func:`render_comparisons`."""
     lines = ["| model | ROUGE-L (mean ± std over training seeds) | seeds | steps | gain vs "
-             f"{results['baseline']} | p (pairs) | p (prompts) |",
+             f"{results['baseline']} | p (pairs) | p (per prompt, secondary) |",
              "|---|---|---|---|---|---|---|"]
     refs = results.get("references", {})
     if "before" in refs:
@@ -509,6 +645,28 @@ def render_markdown(results: dict) -> str:
               f"training seeds {results['train_seeds']}. {results['test']}."]
     if results.get("step_budget_mismatch"):
         lines.append(f"Step budgets differ by more than 2% for: {results['step_budget_mismatch']}.")
+    return "\n".join(lines) + "\n" + render_comparisons(results)
+
+
+def render_comparisons(results: dict) -> str:
+    """Each arm vs the baseline per metric over paired training seeds: n, mean difference
+    (arm − baseline), 95% bootstrap CI, exact Wilcoxon p; ROUGE-L's per-prompt p as secondary."""
+    rows = results.get("comparisons") or []
+    if not rows:
+        return ""
+    lines = ["", f"Paired over training seeds, arm − {results['baseline']}:", "",
+             "| arm | metric | seeds | mean difference | 95% CI (bootstrap over seeds) | "
+             "p (exact Wilcoxon over seeds) | p (per prompt, secondary) |",
+             "|---|---|---:|---:|---|---:|---:|"]
+    for c in rows:
+        digits = 2 if c["metric"].startswith("rouge") else 4
+        ci = f"[{_fmt(c['ci95'][0], digits)}, {_fmt(c['ci95'][1], digits)}]"
+        lines.append(f"| {c['arm']} | {c['metric']} | {c['n_seeds']} | "
+                     f"{_fmt(c['mean_diff'], digits)} | {ci} | {_fmt(c['p'], 4)} | "
+                     f"{_fmt(c.get('p_per_prompt_secondary'), 4) if 'p_per_prompt_secondary' in c else ''} |")
+    lines += ["", "With n paired seeds the exact two-sided p cannot go below 2/2^n (0.25 at 3 seeds, "
+              "0.0625 at 5, 0.031 at 6). `_auc`: the area under the held-out curve divided by its "
+              "step span (the curve's mean height)."]
     return "\n".join(lines) + "\n"
 
 
@@ -581,22 +739,22 @@ def render_samples(out: str | Path, exp: ExperimentConfig, *, prompts: int = 3) 
     return "\n".join(lines) + "\n"
 
 
-def write_results(out: Path, results: dict, per_run: dict[str, dict[int, dict]]) -> None:
-    """results.json, results.md, per_prompt.jsonl (from ``per_run``, :func:`collect_scores`) and
-    the figure (when matplotlib is present)."""
+def write_results(out: Path, exp: ExperimentConfig, results: dict, hashes: dict[Unit, str]) -> None:
+    """From the records in ``out``: results.json (``results``), results.md, per_prompt.jsonl,
+    study.json (:func:`spectrumkd.evaluate.study.build_study`) and the figure (with matplotlib)."""
     from spectrumkd.fileio import atomic_write_text
 
-    suffix = "" if results["checkpoint"] == "best" else f"-{results['checkpoint']}"
+    suffix = exp.eval.suffix
+    by_arm, refs = collect_records(out, exp, hashes)
     atomic_write_text(out / f"results{suffix}.json", json.dumps(results, indent=2) + "\n")
     atomic_write_text(out / f"results{suffix}.md",
                       render_panel(results) + "\n" + render_markdown(results))
-    rows = []
-    for name, runs in per_run.items():
-        for seed in sorted(runs):
-            for (gen_seed, pid), score in sorted(runs[seed].items()):
-                rows.append({"arm": name, "train_seed": seed, "gen_seed": gen_seed, "id": pid,
-                             "rougeL": round(score, 4)})
+    rows = [{"arm": name, "train_seed": seed, "gen_seed": r["gen_seed"], "id": r["id"],
+             "rougeL": round(r["rougeL"], 4)}
+            for name, recs in by_arm.items() for seed, rec in recs.items() for r in rec["per_prompt"]]
     atomic_write_text(out / f"per_prompt{suffix}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    study = build_study(by_arm, refs, baseline=results["baseline"], checkpoint=results["checkpoint"])
+    atomic_write_text(out / f"study{suffix}.json", json.dumps(study, indent=1) + "\n")
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:  # the plot extra: no figure without it

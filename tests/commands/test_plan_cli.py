@@ -56,6 +56,8 @@ def test_plan_flags(tmp_path, scores_file):
     ("static", ["--static-range", "0.1:0.9"], [240] * 4),
     ("babystep", ["--buckets", "2"], [150, 150, 300, 300]),
     ("onepass", ["--buckets", "4"], [75] * 4),
+    ("random-window", ["--warmup", "1", "--shuffle-seed", "2"], [240] * 4),
+    ("curated-shuffle", ["--warmup", "1"], [240] * 4),
 ])
 def test_baselines(tmp_path, scores_file, baseline, extra, sizes):
     out = tmp_path / "b.json"

@@ -33,7 +33,8 @@ def write_run(
         fh.write(json.dumps(header) + "\n")
         for i, s in zip(ids, scores):
             fh.write(json.dumps({"id": i, "score": float(s)}) + "\n")
-    params = {"epochs": epochs, **({"warmup": warmup} if kind == "spectrumkd" else {})}
+    windowed = kind in ("spectrumkd", "random-window", "curated-shuffle")
+    params = {"epochs": epochs, **({"warmup": warmup} if windowed else {})}
     plan = make_plan(kind, ids, scores, **params)
     plan.save(root / "plan.json")
     (root / "config.yaml").write_text(f"curriculum:\n  kind: {kind}\n", encoding="utf-8")

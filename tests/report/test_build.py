@@ -47,6 +47,17 @@ def test_runs_with_different_scores_get_their_own_spectrum(tmp_path: Path, make_
     )
 
 
+def test_control_arms_are_drawn_like_the_others(tmp_path: Path, make_run):
+    runs = [make_run(tmp_path / k, k, epochs=6, warmup=1)
+            for k in ("spectrumkd", "random-window", "curated-shuffle")]
+    path = write_report(runs, tmp_path / "out")
+    assert "curriculum.png" in linked_images(path)
+    text = path.read_text(encoding="utf-8")
+    # same window size (320 of 400) and τ as SpectrumKD; kind and warm-up from each plan
+    assert "| `random-window` | random-window | 6 | 1 | 320 of 400 | 1,920 | 1 → 2 |" in text
+    assert "| `curated-shuffle` | curated-shuffle | 6 | 0 | 320 of 400 | 1,920 | 1 → 2 |" in text
+
+
 def test_a_training_only_run_gets_training_curves_only(tmp_path: Path):
     (tmp_path / "metrics.jsonl").write_text(
         "".join(json.dumps({"kind": "step", "step": i, "loss": 3.0 / i}) + "\n" for i in range(1, 9))

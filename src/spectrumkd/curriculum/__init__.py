@@ -23,12 +23,19 @@ from spectrumkd.curriculum.analyzer import (
     auto_lambdas,
     fit_lognormal,
 )
-from spectrumkd.curriculum.baselines import babystep_plan, full_plan, onepass_plan, static_plan
+from spectrumkd.curriculum.baselines import (
+    babystep_plan,
+    curated_shuffle_plan,
+    full_plan,
+    onepass_plan,
+    random_window_plan,
+    static_plan,
+)
 from spectrumkd.curriculum.builder import make_plan, make_plan_from_spec, spectrumkd_plan
 from spectrumkd.curriculum.plan import EpochPlan, Plan
 from spectrumkd.curriculum.schedule import DIRECTIONS, STEPS, window_starts
 from spectrumkd.curriculum.scores import ScoresFile, read_scores, validate_scores
-from spectrumkd.curriculum.spec import KIND_ALIASES, KINDS, PlanSpec, plan_keywords
+from spectrumkd.curriculum.spec import KIND_ALIASES, KINDS, SHUFFLED_KINDS, PlanSpec, plan_keywords
 from spectrumkd.curriculum.spectrum import ZONES, Spectrum, build_spectrum
 from spectrumkd.curriculum.temperature import (
     SCHEDULES,
@@ -42,6 +49,7 @@ __all__ = [
     "KINDS",
     "KIND_ALIASES",
     "SCHEDULES",
+    "SHUFFLED_KINDS",
     "STEPS",
     "ZONES",
     "AutoLambdas",
@@ -56,6 +64,7 @@ __all__ = [
     "babystep_plan",
     "build_spectrum",
     "constant_temperatures",
+    "curated_shuffle_plan",
     "fit_lognormal",
     "full_plan",
     "linear_temperatures",
@@ -63,6 +72,7 @@ __all__ = [
     "make_plan_from_spec",
     "onepass_plan",
     "plan_keywords",
+    "random_window_plan",
     "read_scores",
     "spectrumkd_plan",
     "static_plan",

@@ -14,9 +14,28 @@ remaining epochs (as in Baby Step's final phase), while One-Pass needs ``epochs 
 
 The difficulty order is whatever the scores say: TCL's entropy or length proxies are just other
 scores files (``spectrumkd score --metric entropy|length``).
+
+Control arms (issue 18). SpectrumKD changes three things at once: which examples (Excluded dropped,
+a window of M = N − n_early − n_excluded), their order (easy → hard) and τ (1 → 2). Wu et al.
+(ICLR 2021, "When do curricula work?") found a random-order curriculum with the same growing subset
+as good as the ordered one, so each control keeps all but one of those:
+
+- ``random-window``: SpectrumKD's window starts (computed on the real spectrum), window size and τ
+  schedule, slid over the spectrum in a seeded random order; its zones are cut from that order, so
+  its "Excluded" examples are a random 10%, not the hardest.
+- ``curated-shuffle``: the curated spectrum (Excluded dropped) as one pool; each epoch reshuffles
+  the pool with the seeded generator and trains on its first M examples, so every epoch has
+  SpectrumKD's subset size and the step budget is equal without changing the epochs. ``start`` is
+  0 and the zones are the pool (``continuous``) and Excluded. With λa = 0 the epoch is the pool.
+- τ-only is ``full`` with the linear schedule (the default): every example, τ 1 → 2.
+
+Both seeded kinds draw from ``np.random.default_rng(shuffle_seed)`` (random-window one permutation
+of the sorted spectrum; curated-shuffle one permutation of the pool per epoch, in epoch order).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -25,7 +44,8 @@ from spectrumkd.curriculum.plan import EpochPlan, Plan
 from spectrumkd.curriculum.spec import PlanSpec
 from spectrumkd.curriculum.spectrum import Spectrum, check_lambda, floor_count
 
-__all__ = ["full_plan", "static_plan", "babystep_plan", "onepass_plan", "stage_of_epochs"]
+__all__ = ["full_plan", "static_plan", "babystep_plan", "onepass_plan", "stage_of_epochs",
+           "random_window_plan", "curated_shuffle_plan"]
 
 _DEFAULT = PlanSpec()
 
@@ -144,3 +164,48 @@ def onepass_plan(
 ) -> Plan:
     """TCL One-Pass: stage ``s`` trains on bucket ``s`` alone."""
     return _tcl_plan("onepass", spectrum, temps, buckets, epochs_per_stage, params)
+
+
+def random_window_plan(spectrum: Spectrum, starts: list[int], temps: list[float], seed: int,
+                       params: dict | None = None) -> Plan:
+    """SpectrumKD's windows ``[w, w + M)`` at ``starts`` over the spectrum in a random order.
+
+    >>> from spectrumkd.curriculum.spectrum import build_spectrum
+    >>> s = build_spectrum(list("abcdefghij"), list(range(10)), 0.1, 0.1)
+    >>> p = random_window_plan(s, [0, 1], [1.0, 2.0], seed=0)
+    >>> p.subset_sizes(), [e.start for e in p.epochs], len(p.zones["excluded"])
+    ([8, 8], [0, 1], 1)
+    """
+    perm = np.random.default_rng(seed).permutation(spectrum.n_total)
+    shuffled = replace(spectrum, ids=[spectrum.ids[i] for i in perm], scores=spectrum.scores[perm],
+                       order=spectrum.order[perm])
+    m = spectrum.window_size
+    plan = _plan_from_ranges(shuffled, [(w, w + m) for w in starts], temps,
+                             {"curriculum": "random-window", "shuffle_seed": seed,
+                              "window_size": m, **(params or {})})
+    plan.zones = shuffled.zones()
+    return plan
+
+
+def curated_shuffle_plan(spectrum: Spectrum, temps: list[float], seed: int,
+                         params: dict | None = None) -> Plan:
+    """Each epoch: the first M of a fresh seeded shuffle of the spectrum without its Excluded zone.
+
+    >>> from spectrumkd.curriculum.spectrum import build_spectrum
+    >>> s = build_spectrum(list("abcdefghij"), list(range(10)), 0.1, 0.1)
+    >>> p = curated_shuffle_plan(s, [1.0, 2.0], seed=0)
+    >>> p.subset_sizes(), p.zones["excluded"], "j" in p.used_ids()
+    ([8, 8], ['j'], False)
+    """
+    rng = np.random.default_rng(seed)
+    pool, m = spectrum.n_total - spectrum.n_excluded, spectrum.window_size
+    epochs = []
+    for j, t in enumerate(temps, start=1):
+        drawn = rng.permutation(pool)[:m]
+        epochs.append(EpochPlan(epoch=j, start=0, ids=[spectrum.ids[i] for i in drawn],
+                                temperature=float(t),
+                                total_difficulty=float(spectrum.scores[drawn].sum())))
+    zones = {"early": [], "continuous": spectrum.ids[:pool], "late": [],
+             "excluded": spectrum.ids[pool:]}
+    p = {"curriculum": "curated-shuffle", "shuffle_seed": seed, "window_size": m, **(params or {})}
+    return Plan(n_total=spectrum.n_total, params=p, zones=zones, epochs=epochs)

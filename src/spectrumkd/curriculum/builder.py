@@ -13,7 +13,14 @@ import warnings
 
 from spectrumkd import SpectrumKDError
 from spectrumkd.curriculum.analyzer import PoorFitWarning, auto_lambdas
-from spectrumkd.curriculum.baselines import babystep_plan, full_plan, onepass_plan, static_plan
+from spectrumkd.curriculum.baselines import (
+    babystep_plan,
+    curated_shuffle_plan,
+    full_plan,
+    onepass_plan,
+    random_window_plan,
+    static_plan,
+)
 from spectrumkd.curriculum.plan import EpochPlan, Plan
 from spectrumkd.curriculum.schedule import window_starts
 from spectrumkd.curriculum.spec import KINDS, PlanSpec, spec_from_keywords
@@ -93,6 +100,16 @@ def make_plan_from_spec(spec: PlanSpec, ids: list, scores) -> Plan:
     spectrum = build_spectrum(ids, scores, lambda_a, lambda_b)
     params.update(lambda_a=spectrum.lambda_a, lambda_b=spectrum.lambda_b)
     temps = temperatures(epochs, spec.temperature_schedule, tau0, taun)
+    seed = 0 if spec.shuffle_seed is None else spec.shuffle_seed
+    if kind == "random-window":
+        starts = window_starts(spectrum, epochs, spec.warmup_epochs, step=spec.step,
+                               direction=spec.direction)
+        params.update(warmup=spec.warmup_epochs, step=spec.step, direction=spec.direction,
+                      epochs=epochs)
+        return random_window_plan(spectrum, starts, temps, seed, params)
+    if kind == "curated-shuffle":
+        params["epochs"] = epochs
+        return curated_shuffle_plan(spectrum, temps, seed, params)
     if kind == "spectrumkd":
         return spectrumkd_plan(spectrum, epochs, spec.warmup_epochs, step=spec.step,
                                direction=spec.direction, temps=temps, params=params)

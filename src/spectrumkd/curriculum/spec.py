@@ -27,10 +27,12 @@ from spectrumkd import SpectrumKDError
 from spectrumkd.curriculum.schedule import DIRECTIONS, STEPS
 from spectrumkd.curriculum.temperature import SCHEDULES
 
-__all__ = ["KEYWORD_NAMES", "KINDS", "KIND_ALIASES", "PlanSpec", "plan_keywords",
+__all__ = ["KEYWORD_NAMES", "KINDS", "KIND_ALIASES", "SHUFFLED_KINDS", "PlanSpec", "plan_keywords",
            "spec_from_keywords"]
 
-KINDS = ("spectrumkd", "full", "static", "babystep", "onepass")
+KINDS = ("spectrumkd", "full", "static", "babystep", "onepass", "random-window", "curated-shuffle")
+SHUFFLED_KINDS = ("random-window", "curated-shuffle")
+"""The kinds whose plan depends on :attr:`PlanSpec.shuffle_seed` (the control arms of issue 18)."""
 KIND_ALIASES = {"none": "full"}
 """Other names of a kind: ``none`` (no curriculum) is the ``full`` plan."""
 
@@ -41,7 +43,10 @@ class PlanSpec:
 
     kind: str = field(default="spectrumkd", metadata={"choices": (*KINDS, *KIND_ALIASES)})
     """The plan: spectrumkd (the paper's sliding window) or a baseline: full (every example every
-    epoch; none is the same), static (one band of the spectrum), babystep / onepass (TCL)."""
+    epoch; none is the same), static (one band of the spectrum), babystep / onepass (TCL); or a
+    control arm: random-window (SpectrumKD's windows and τ over a seeded random order) or
+    curated-shuffle (each epoch a seeded draw of the window size from the spectrum without its
+    Excluded zone)."""
     lambda_a: float | str = 0.1
     """λa, the share of the sorted examples in each of the Early and Late zones
     (2·λa + λb <= 1); auto: from a log-normal fit of the scores."""
@@ -72,6 +77,9 @@ class PlanSpec:
     """For babystep / onepass (TCL): the number of difficulty buckets."""
     epochs_per_stage: int | None = None
     """For babystep / onepass: epochs per bucket stage; unset: split the epochs evenly."""
+    shuffle_seed: int | None = None
+    """For random-window / curated-shuffle: the seed of the random order; unset: the run's seed
+    (distill, experiment), 0 for a plan made on its own."""
 
     def resolved_kind(self) -> str:
         """``kind`` with aliases (``none``) resolved; an unknown kind is an error naming all."""

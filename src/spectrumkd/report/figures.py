@@ -392,8 +392,10 @@ def heldout_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> Figure:
 
 
 def results_figure(results: Mapping[str, Any]) -> Figure:
-    """An experiment's ROUGE-L per arm: mean ± std over training seeds, one dot per seed, and the
+    """An experiment's ROUGE-L per arm: mean ± std over training seeds, one dot per seed, the
+    exact Wilcoxon p over paired training seeds against the baseline (``comparisons``), and the
     reference models (student before training, teacher) as horizontal lines."""
+    seed_p = {c["arm"]: c["p"] for c in results.get("comparisons") or [] if c["metric"] == "rougeL"}
     fig = _new_figure(6.4, 3.8)
     ax = fig.add_subplot()
     arms = list(results["arms"])
@@ -406,7 +408,7 @@ def results_figure(results: Mapping[str, Any]) -> Figure:
         ax.bar(i, row["rougeL_mean"], yerr=row["rougeL_std"], color=colour, alpha=0.6,
                capsize=6, width=0.6)
         ax.scatter([i] * len(values), values, color="black", s=14, zorder=3)
-        p = row.get("p_vs_baseline")
+        p = seed_p.get(name)
         if p is not None:
             ax.annotate(f"p = {p:.3g}", (i, max(values)), textcoords="offset points",
                         xytext=(0, 6), ha="center", fontsize=LEGEND_PT)

@@ -170,10 +170,12 @@ class CurriculumConfig(PlanSpec):
         _check_range("curriculum", "buckets", self.buckets, 1)
         if self.epochs_per_stage is not None:
             _check_range("curriculum", "epochs_per_stage", self.epochs_per_stage, 1)
-        if self.kind == "spectrumkd" and self.epochs < self.warmup_epochs + 2:
+        if self.shuffle_seed is not None:
+            _check_range("curriculum", "shuffle_seed", self.shuffle_seed, 0, 2**63 - 1)
+        if self.kind in ("spectrumkd", "random-window") and self.epochs < self.warmup_epochs + 2:
             raise SpectrumKDError(
                 f"curriculum.epochs={self.epochs} must be >= warmup_epochs + 2 = "
-                f"{self.warmup_epochs + 2} for the spectrumkd sliding window (DESIGN §5)"
+                f"{self.warmup_epochs + 2} for the {self.kind} sliding window (DESIGN §5)"
             )
         if len(self.static_range) != 2 or not 0 <= self.static_range[0] < self.static_range[1] <= 1:
             raise SpectrumKDError(

@@ -38,7 +38,7 @@ import gc
 import json
 import shutil
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -126,10 +126,18 @@ def _load_data(cfg: RunConfig, tokenizer):
     return examples, dropped, val
 
 
+def _plan_spec(cfg: RunConfig):
+    """The curriculum section (a PlanSpec) with an unset ``shuffle_seed`` read as the run's seed,
+    so each training seed of a random-window / curated-shuffle arm gets its own random order."""
+    if cfg.curriculum.shuffle_seed is None:
+        return replace(cfg.curriculum, shuffle_seed=cfg.seed)
+    return cfg.curriculum
+
+
 def _make_plan(cfg: RunConfig, ids: list, scores):
     from spectrumkd.curriculum import make_plan_from_spec
 
-    plan = make_plan_from_spec(cfg.curriculum, ids, scores)  # the section is a PlanSpec
+    plan = make_plan_from_spec(_plan_spec(cfg), ids, scores)
     plan.params["made_by"] = "distill"  # not a user's plan: --overwrite may remove it
     return plan
 
@@ -138,7 +146,7 @@ def _check_user_plan(cfg: RunConfig, plan, path: Path) -> None:
     """A user's plan must say what the config says wherever both say something."""
     from spectrumkd.curriculum import plan_keywords
 
-    want = plan_keywords(cfg.curriculum)
+    want = plan_keywords(_plan_spec(cfg))
     want["curriculum"] = want.pop("kind")
     have = plan.params
     if have.get("lambda_auto") or cfg.curriculum.auto_lambda:
