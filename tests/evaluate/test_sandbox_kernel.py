@@ -177,6 +177,70 @@ def test_memory_held_outside_the_heap_stays_under_the_cap():
     assert 16 << 20 < held <= cap, held  # it did hold memory, never more than the cap
 
 
+@pytest.fixture
+def memory_cgroup():
+    from spectrumkd.evaluate import sandbox
+
+    path = sandbox.make_cgroup(64 << 20)
+    if path is None:
+        pytest.skip("no memory cgroup can be made here (not root, or no memory controller)")
+    sandbox.remove_cgroup(path)
+    return path.parent
+
+
+def test_kernel_memory_counts_in_the_cgroup(memory_cgroup):
+    """Pipe buffers are kernel memory: only the cgroup sees them (and the tmpfs, and the heap)."""
+    cap = 64 << 20
+    program = (
+        "import fcntl, os, sys\n"
+        "held, chunk = 0, b'x' * (1 << 16)\n"
+        "def note(n):\n"
+        "    global held\n"
+        "    held += n\n"
+        "    print('held', held, flush=True)\n"
+        "pipes = []\n"
+        "try:\n"
+        "    for _ in range(120):\n"
+        "        r, w = os.pipe()\n"
+        "        pipes.append((r, w))\n"
+        "        try:\n"
+        "            size = fcntl.fcntl(w, 1031, 1 << 20)  # F_SETPIPE_SZ\n"
+        "        except OSError:\n"
+        "            size = 1 << 16\n"
+        "        os.set_blocking(w, False)\n"
+        "        while True:\n"
+        "            try:\n"
+        "                note(os.write(w, chunk))\n"
+        "            except BlockingIOError:\n"
+        "                break\n"
+        "except OSError as exc:\n"
+        "    print('pipes stopped', exc, flush=True)\n"
+        "for i in range(100):\n"
+        "    try:\n"
+        "        with open(f'/tmp/f{i}', 'wb') as handle:\n"
+        "            for _ in range(16):\n"
+        "                handle.write(chunk * 16)\n"
+        "                handle.flush()\n"
+        "                note(1 << 20)\n"
+        "    except OSError:\n"
+        "        break\n"
+        "blocks = []\n"
+        "try:\n"
+        "    while True:\n"
+        "        blocks.append(bytearray(1 << 20))\n"
+        "        note(1 << 20)\n"
+        "except MemoryError:\n"
+        "    pass\n"
+    )
+    result = _run(program, memory_bytes=cap, timeout=20.0)
+    helds = [int(n) for n in re.findall(r"held (\d+)", result.stdout)]
+    assert helds and helds[-1] > 8 << 20, result  # it did hold memory
+    assert helds[-1] <= cap, helds[-1]
+    leftovers = [p for p in memory_cgroup.iterdir() if p.name.startswith("spectrumkd-")
+                 and p.name.split("-")[1] == str(os.getpid())]
+    assert leftovers == []  # every run's cgroup is removed
+
+
 @pytest.mark.parametrize("call", ["memfd_create", "shmget", "msgget"])
 def test_kernel_memory_hoards_are_refused(call):
     calls = {

@@ -265,6 +265,7 @@ def _run(program: str | CodeJob, limits: SandboxLimits,
     child_fds = [to_runner_r, to_runner_w, to_checker_r, to_checker_w]
     temp_dirs: list[str] = []
     procs: list[subprocess.Popen] = []
+    cgroup = None
     tmpfs_bytes = sandbox.tmpfs_budget(limits.memory_bytes, limits.max_file_bytes)
     memory = limits.memory_bytes
     if tool is not None and memory is not None:
@@ -303,6 +304,10 @@ def _run(program: str | CodeJob, limits: SandboxLimits,
                 fds.append(seccomp_fd)
                 command = sandbox.bwrap_command(tool[0], tool[1], command, env=env,
                                                 tmpfs_bytes=tmpfs_bytes, seccomp_fd=seccomp_fd)
+                if role == "runner":
+                    cgroup = sandbox.make_cgroup(limits.memory_bytes)
+                    if cgroup is not None:
+                        command = sandbox.cgroup_command(cgroup, command)
                 env = {"PATH": sandbox.SANDBOX_PATH}
             try:
                 procs.append(subprocess.Popen(
@@ -331,6 +336,8 @@ def _run(program: str | CodeJob, limits: SandboxLimits,
             os.close(fd)
         for work in temp_dirs:
             shutil.rmtree(work, ignore_errors=True)
+        if cgroup is not None:
+            sandbox.remove_cgroup(cgroup)
 
 
 def _supervise(runner: subprocess.Popen, checker: subprocess.Popen, job: CodeJob,

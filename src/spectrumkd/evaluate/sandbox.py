@@ -43,14 +43,22 @@ So ``/proc/sys`` is closed twice: the program's host uid is never 0, and the mou
   ``vfork`` and ``clone`` without ``CLONE_THREAD`` (threads still work); ``clone3`` always gets
   ``ENOSYS``, so libc falls back to ``clone``, whose flags the filter can read.
 
-Memory: the cap is ``RLIMIT_AS`` (set by the child) plus the tmpfs sizes, and the caller sets
-``RLIMIT_AS`` to ``memory_bytes - tmpfs_budget``, so heap, mappings and files together stay below
-``memory_bytes`` for one process. There is no cgroup (see below).
+Memory: ``RLIMIT_AS`` (set by the child) plus the tmpfs sizes, and the caller sets ``RLIMIT_AS``
+to ``memory_bytes - tmpfs_budget``, so heap, mappings and files together stay below
+``memory_bytes`` for one process. Where the evaluator is root and a memory cgroup can be made
+(:func:`make_cgroup`: cgroup v1's memory hierarchy, or cgroup v2 where this process's cgroup
+delegates the memory controller), the runner also runs in a fresh cgroup of its own, whose limit
+``memory_bytes`` counts everything charged to it: anonymous memory, tmpfs and page-cache pages,
+and the kernel memory it makes the kernel allocate (pipe buffers, inodes, page tables), for all
+its processes together. :func:`cgroup_command` puts bwrap in it before bwrap starts (``sh``
+writes its own pid to ``cgroup.procs``, then execs), so every process of the sandbox is born
+inside; :func:`remove_cgroup` kills what is left in it and removes it.
 
-Not covered: kernel memory the program makes the kernel hold (page tables, pipe buffers, up to
+Not covered: without such a cgroup (not root, no memory controller, or a read-only cgroupfs),
+kernel memory the program makes the kernel hold (page tables, pipe buffers, up to
 ``RLIMIT_NOFILE`` = 256 descriptors, tmpfs inodes: many empty files cost kernel memory but no
-tmpfs bytes) is not counted, there being no memory cgroup; with ``max_processes > 1`` each
-process has its own ``RLIMIT_AS``, and ``RLIMIT_NPROC`` counts every process of the host user
+tmpfs bytes) is not counted, and with ``max_processes > 1`` each process has its own
+``RLIMIT_AS``; there is no pids cgroup, and ``RLIMIT_NPROC`` counts every process of the host user
 65534 (so concurrent sandboxes share it) when the evaluator is root, or of the evaluator's user
 otherwise; CPU and memory bandwidth shared with the host; kernel bugs reachable through the
 syscalls that remain allowed; reading the files under the bound directories (the interpreter,
@@ -69,9 +77,12 @@ import json
 import os
 import platform
 import shutil
+import signal
 import struct
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 from spectrumkd import SpectrumKDError
@@ -169,6 +180,89 @@ def tmpfs_budget(memory_bytes: int | None, max_file_bytes: int) -> int:
     memory cap (the caller takes them off ``RLIMIT_AS``)."""
     budget = 4 * max_file_bytes
     return budget if memory_bytes is None else min(budget, memory_bytes // 4)
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _cgroup_parent() -> tuple[Path, str] | None:
+    """(this process's memory cgroup folder, "v1" or "v2") when children can be made in it."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    entries = [line.split(":", 2) for line in lines if line.count(":") >= 2]
+    for _, controllers, rel in entries:  # cgroup v1: a memory hierarchy of its own
+        if "memory" in controllers.split(","):
+            folder = CGROUP_ROOT / "memory" / rel.lstrip("/")
+            if (folder / "memory.limit_in_bytes").is_file():
+                return folder, "v1"
+    for hierarchy, controllers, rel in entries:  # cgroup v2: memory delegated to our children
+        if hierarchy == "0" and not controllers:
+            folder = CGROUP_ROOT / rel.lstrip("/")
+            try:
+                delegated = (folder / "cgroup.subtree_control").read_text().split()
+            except OSError:
+                return None
+            if "memory" in delegated:
+                return folder, "v2"
+    return None
+
+
+def make_cgroup(memory_bytes: int | None) -> Path | None:
+    """A fresh memory cgroup limited to ``memory_bytes`` (swap included), or None where this
+    process cannot make one (not root, no memory controller, a read-only cgroupfs)."""
+    if memory_bytes is None or not runs_as_root():
+        return None
+    found = _cgroup_parent()
+    if found is None:
+        return None
+    parent, version = found
+    path = parent / f"spectrumkd-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    try:
+        path.mkdir()
+    except OSError:
+        return None  # a read-only or foreign cgroupfs: the rlimits and tmpfs sizes remain
+    files = (("memory.max", "memory.swap.max") if version == "v2"
+             else ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"))
+    values = (memory_bytes, 0 if version == "v2" else memory_bytes)
+    try:
+        for name, value in zip(files, values):
+            if name == files[0] or (path / name).exists():  # no swap accounting: no file
+                (path / name).write_text(str(value))
+    except OSError as exc:
+        remove_cgroup(path)
+        raise SpectrumKDError(f"cannot set the memory limit of cgroup {path}: {exc}") from None
+    return path
+
+
+def cgroup_command(path: Path, argv: list[str]) -> list[str]:
+    """``argv`` started inside cgroup ``path``: ``sh`` moves itself there, then execs."""
+    return ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', str(path / "cgroup.procs"), *argv]
+
+
+def remove_cgroup(path: Path, *, wait: float = 5.0) -> None:
+    """Kill every process left in cgroup ``path``, then remove it."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            pids = (path / "cgroup.procs").read_text().split()
+        except FileNotFoundError:
+            return
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:  # EBUSY while the killed processes exit
+            if time.monotonic() > deadline:
+                raise SpectrumKDError(f"cannot remove sandbox cgroup {path}: {exc}") from None
+            time.sleep(0.02)
 
 
 def child_source() -> str:
