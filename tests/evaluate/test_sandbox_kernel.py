@@ -348,6 +348,17 @@ def test_io_uring_is_refused():
     assert "io_uring -1 Operation not permitted" in result.stdout, result
 
 
+def test_the_host_users_keyring_is_out_of_reach():
+    """A key in user 65534's keyring would outlive the sandbox: a channel between programs."""
+    if platform.machine() != "x86_64":
+        pytest.skip("add_key is syscall 248 on x86_64")
+    program = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+               "r = libc.syscall(248, b'user', b'spectrumkd-test', b'hi', 2, -4)\n"
+               "print('add_key', r, os.strerror(ctypes.get_errno()))\n")
+    result = _run(program)
+    assert "add_key -1 Operation not permitted" in result.stdout, result
+
+
 @pytest.fixture
 def nobody_sleeper():
     """A host process of the sandbox's host user (65534): signals must not reach it."""
@@ -406,6 +417,16 @@ def test_fork_bomb_stops_at_the_process_limit():
     assert time.monotonic() - started < 12
     none = _run(program, timeout=5.0)  # the default: no process at all
     assert "born 0" in none.stdout, none
+
+
+def test_the_program_holds_no_stray_descriptor():
+    program = ("import os, stat\nopen_fds = []\nfor fd in range(1024):\n"
+               "    try:\n        mode = os.fstat(fd).st_mode\n    except OSError:\n        continue\n"
+               "    open_fds.append((fd, stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)))\n"
+               "print('fds', open_fds)\n")
+    result = _run(program)
+    fds = eval(re.search(r"fds (\[.*\])", result.stdout).group(1))
+    assert len(fds) == 5 and all(pipe for _, pipe in fds), fds  # stdio and its two pipes
 
 
 PROMPT = 'def add(a, b):\n    """The sum of a and b."""\n'

@@ -37,7 +37,9 @@ So ``/proc/sys`` is closed twice: the program's host uid is never 0, and the mou
   VM's host) and ``socketpair``, ``unshare``/``setns`` and clone flags that make namespaces (a new
   user namespace would bring capabilities and unbounded tmpfs mounts), ``mount``, ``fsopen``,
   ``open_tree``, ``ptrace``, ``process_vm_readv``/``writev``, ``pidfd_getfd``, ``io_uring_*``
-  (its requests bypass seccomp), ``bpf``, ``userfaultfd``, ``perf_event_open``, and every
+  (its requests bypass seccomp), ``bpf``, ``userfaultfd``, ``perf_event_open``, the key
+  syscalls ``add_key``/``request_key``/``keyctl`` (the host user's keyring outlives the sandbox:
+  a channel from one program to the next), and every
   syscall of a foreign ABI (x32, i386 on x86-64);
 - with ``allow_fork=False`` (``max_processes=1``, and always for the checker): ``fork``,
   ``vfork`` and ``clone`` without ``CLONE_THREAD`` (threads still work); ``clone3`` always gets
@@ -54,17 +56,29 @@ its processes together. :func:`cgroup_command` puts bwrap in it before bwrap sta
 writes its own pid to ``cgroup.procs``, then execs), so every process of the sandbox is born
 inside; :func:`remove_cgroup` kills what is left in it and removes it.
 
-Not covered: without such a cgroup (not root, no memory controller, or a read-only cgroupfs),
-kernel memory the program makes the kernel hold (page tables, pipe buffers, up to
-``RLIMIT_NOFILE`` = 256 descriptors, tmpfs inodes: many empty files cost kernel memory but no
-tmpfs bytes) is not counted, and with ``max_processes > 1`` each process has its own
-``RLIMIT_AS``; there is no pids cgroup, and ``RLIMIT_NPROC`` counts every process of the host user
-65534 (so concurrent sandboxes share it) when the evaluator is root, or of the evaluator's user
-otherwise; CPU and memory bandwidth shared with the host; kernel bugs reachable through the
-syscalls that remain allowed; reading the files under the bound directories (the interpreter,
-the virtual environment, ``/usr``), including any world-readable secret there; the short window,
-in the trusted child and before any program code runs, where the root-mode process is host uid 0
-with ``CAP_SETUID``/``CAP_SETGID`` only; a bwrap older than 0.8 (refused).
+What the sandbox still does NOT cover:
+
+- without a memory cgroup (evaluator not root, no memory controller, a read-only cgroupfs):
+  kernel memory the program makes the kernel hold (page tables, pipe buffers across up to
+  ``RLIMIT_NOFILE`` = 256 descriptors, tmpfs inodes: many empty files cost kernel memory but no
+  tmpfs bytes) is not counted, and with ``max_processes > 1`` each process has its own
+  ``RLIMIT_AS``, so the total is a multiple of the cap;
+- no pids cgroup: ``RLIMIT_NPROC`` (``max_processes > 1``) counts every process of the host user
+  65534 when the evaluator is root (concurrent sandboxes, and any host daemon running as
+  ``nobody``, share it), or of the evaluator's own user otherwise;
+- the memory cgroup holds the runner only; the checker runs trusted task code under its rlimits;
+- CPU time is bounded per process (``RLIMIT_CPU``) and by the deadline, but CPU, memory bandwidth
+  and caches are shared with the host (timing side channels included);
+- the program can read every file under the bound folders (``/usr``, the interpreter, the virtual
+  environment), so a world-readable secret there is readable, and ``/proc``'s global files
+  (``/proc/cpuinfo``, ``/proc/meminfo``);
+- ``AF_INET``/``AF_INET6`` sockets stay allowed, inside an empty network namespace (no route);
+- kernel bugs reachable through the syscalls that remain allowed;
+- as root, a short window in the trusted child, before any program code runs, where the process
+  is host uid 0 holding only ``CAP_SETUID``/``CAP_SETGID``; and host uid 65534 is a real user,
+  shared with other sandboxes and with any host process running as ``nobody`` (they are out of
+  reach through the pid namespace and the seccomp filter, not through their uid);
+- bubblewrap older than 0.8 is refused rather than run with unsized tmpfs mounts.
 
 Not here: the rlimits and the privilege drop (set by the child itself before the program runs,
 see :mod:`spectrumkd.evaluate.sandbox_child`), the deadline and the output caps (the evaluator,
@@ -108,19 +122,21 @@ _ARCHES = {  # audit arch and syscall numbers (asm/unistd_64.h, asm-generic/unis
         "setns": 308, "mount": 165, "fsopen": 430, "open_tree": 428, "ptrace": 101,
         "process_vm_readv": 310, "process_vm_writev": 311, "pidfd_getfd": 438,
         "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "bpf": 321,
-        "userfaultfd": 323, "perf_event_open": 298}),
+        "userfaultfd": 323, "perf_event_open": 298, "add_key": 248, "request_key": 249,
+        "keyctl": 250}),
     "aarch64": (0xC00000B7, {
         "clone": 220, "clone3": 435, "socket": 198, "socketpair": 199,
         "memfd_create": 279, "memfd_secret": 447, "shmget": 194, "msgget": 186, "unshare": 97,
         "setns": 268, "mount": 40, "fsopen": 430, "open_tree": 428, "ptrace": 117,
         "process_vm_readv": 270, "process_vm_writev": 271, "pidfd_getfd": 438,
         "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "bpf": 280,
-        "userfaultfd": 282, "perf_event_open": 241}),
+        "userfaultfd": 282, "perf_event_open": 241, "add_key": 217, "request_key": 218,
+        "keyctl": 219}),
 }
 REFUSED = ("memfd_create", "memfd_secret", "shmget", "msgget", "socketpair", "unshare", "setns",
            "mount", "fsopen", "open_tree", "ptrace", "process_vm_readv", "process_vm_writev",
            "pidfd_getfd", "io_uring_setup", "io_uring_enter", "io_uring_register", "bpf",
-           "userfaultfd", "perf_event_open")
+           "userfaultfd", "perf_event_open", "add_key", "request_key", "keyctl")
 PROC_READ_ONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs")
 REQUIRED_FEATURES = ("--size", "--perms")  # without them tmpfs sizes or owners are not ours
 
