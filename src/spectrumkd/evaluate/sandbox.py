@@ -249,6 +249,12 @@ def make_cgroup(memory_bytes: int | None) -> Path | None:
     except OSError as exc:
         remove_cgroup(path)
         raise SpectrumKDError(f"cannot set the memory limit of cgroup {path}: {exc}") from None
+    # a host may refuse the move itself (cgroup namespaces, v2 delegation rules): try it once,
+    # so that a refused move means no cgroup, never a runner that fails to start
+    trial = subprocess.run(cgroup_command(path, ["true"]), capture_output=True, timeout=30)
+    if trial.returncode != 0:
+        remove_cgroup(path)
+        return None
     return path
 
 
