@@ -49,14 +49,17 @@ second layer (refuses ``subprocess``, ``os.system``/``exec*``/``spawn*``/``fork`
 sockets, ``ctypes``, ``chdir``, ``mkfifo``/``mknod``, ``sqlite3`` and path writes outside the
 working directory; audit hooks are no security boundary, bubblewrap is).
 
-What it does NOT isolate or catch: see :mod:`spectrumkd.evaluate.sandbox` (kernel memory such
-as page tables and tmpfs inodes, no memory cgroup, a per-process memory cap when
-``max_processes > 1``, reading the files of the bound folders, CPU and memory bandwidth, kernel
-bugs reachable through the allowed syscalls); in ``"none"`` mode, anything native code can do
-below the audit hook (see the ``"none"`` item). Verdicts: a correct function that returns a type that
-is not plain (a generator, a numpy array, its own class; numpy scalars are converted) fails; a
-test that inspects the function object (its name, signature, docstring), reads the program's
-output, passes a function or another unsendable value as an argument, or relies on the
+What it does NOT isolate or catch: the list in :mod:`spectrumkd.evaluate.sandbox` (where no
+memory cgroup can be made, kernel memory such as pipe buffers and tmpfs inodes, and a
+per-process memory cap when ``max_processes > 1``; reading the files of the bound folders; CPU
+and memory bandwidth; kernel bugs reachable through the allowed syscalls); in ``"none"`` mode,
+anything native code can do below the audit hook (see the ``"none"`` item). Under bwrap, the
+runner runs in a memory cgroup of its own where the evaluator is root and one can be made, so
+memory counts for all its processes and the kernel's share too.
+
+Verdicts: a correct function that returns a type that is not plain (a generator, a numpy array,
+its own class; numpy scalars are converted) fails; a test that inspects the function object (its
+name, signature, docstring), reads the program's output, passes a function or another unsendable value as an argument, or relies on the
 candidate mutating an argument in place fails; exceptions come back as the builtin type of the
 same name (else ``RuntimeError``), so a test that expects a custom exception class fails; MBPP
 tests that use a class or constant defined by the program fail. A program can still pass by
