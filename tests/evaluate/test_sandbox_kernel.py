@@ -85,6 +85,15 @@ def test_host_kernel_settings_stay_unchanged(path, trick):
     assert re.search(r"(PermissionError|OSError|AssertionError)", result.stderr), result.stderr
 
 
+@pytest.mark.parametrize("path", ["/proc/sysrq-trigger", "/proc/sys/vm/drop_caches",
+                                  "/proc/1/oom_score_adj", "/proc/sys/kernel/hostname"])
+def test_other_kernel_interfaces_do_not_open_for_writing(path):
+    """Opened only, never written: were the sandbox to fail, nothing would happen to the host."""
+    result = _run(f"import os\nos.open({path!r}, os.O_WRONLY)\nprint('opened')\n")
+    assert "opened" not in result.stdout, result
+    assert re.search(r"(PermissionError|OSError|FileNotFoundError)", result.stderr), result
+
+
 def test_proc_sys_is_read_only_even_for_a_mapped_root():
     """The second layer: /proc/sys is mounted read-only, whoever the program is."""
     program = ("import os\n"
