@@ -310,3 +310,65 @@ def test_torn_last_cache_line_is_dropped_before_appending(server, tmp_path):
     again = JudgeClient(_config(url), cache_path=cache)  # loads cleanly: no glued line
     assert len(again.cache.entries) == 2
     assert cache.read_text().splitlines()[0] == good.strip()
+
+
+# ----------------------------------------------------------------------------- the key stays secret
+
+SECRET = "sk-test-5e3f1c0ffee0badc0de"
+
+
+def _echo_headers(status, *, verdict=None, reason=None):
+    """A server that echoes every request header back, in the reason phrase and the body."""
+
+    def reply(handler):
+        headers = "".join(f"{k}: {v}\r\n" for k, v in handler.headers.items())
+        content = f"You sent:\n{headers}\n" + (f"[[{verdict}]]" if verdict else "")
+        payload = ({"choices": [{"message": {"content": content}}]} if verdict
+                   else {"error": {"message": f"invalid request; headers were {headers}"}})
+        data = json.dumps(payload).encode()
+        handler.send_response(status, reason or f"Rejected {handler.headers['Authorization']}")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    return reply
+
+
+@pytest.mark.parametrize("status", [400, 503, 200])
+def test_an_echoing_server_never_gets_the_key_into_an_error(raw_server, status, capsys):
+    # 400: no retry; 503: retried then reported; 200 without a verdict: "unexpected reply shape"
+    url = raw_server(_echo_headers(status))
+    client = JudgeClient(JudgeConfig(base_url=url, model="m", api_key=SECRET, backoff=0.0,
+                                     max_retries=1))
+    with pytest.raises(SpectrumKDError) as info:
+        client.verdict("q", "a", "b")
+    message = str(info.value)
+    assert client.requests >= 1 and "\n" not in message
+    assert "[redacted]" in message  # the echo did reach the message, redacted
+    assert SECRET not in message and SECRET[3:] not in message
+    out = capsys.readouterr()
+    assert SECRET not in out.out + out.err
+
+
+def test_an_echoing_server_never_gets_the_key_into_the_cache(raw_server, tmp_path):
+    url = raw_server(_echo_headers(200, verdict="A"))
+    cache = tmp_path / "judge_cache.jsonl"
+    config = JudgeConfig(base_url=url, model="m", api_key=SECRET, backoff=0.0)
+    client = JudgeClient(config, cache_path=cache)
+    assert client.verdict("q", "a", "b") == "A"
+    text = cache.read_text()
+    assert "[redacted]" in text and "You sent" in text  # the judgment is kept, the key is not
+    assert SECRET not in text and SECRET[3:] not in text
+    assert SECRET not in repr(config) and SECRET not in repr(client.config)
+
+
+def test_redact_covers_the_key_and_authorization_values():
+    from spectrumkd.evaluate.judge import redact
+
+    text = ('Authorization: Bearer abc123\r\n{"authorization": "Basic Zm9vOmJhcg=="} '
+            f"key={SECRET} x-api-key: {SECRET}")
+    clean = redact(text, [SECRET])
+    assert "abc123" not in clean and "Zm9vOmJhcg" not in clean and SECRET not in clean
+    assert clean.count("[redacted]") == 4
+    assert redact("nothing secret here", [SECRET]) == "nothing secret here"
+    assert redact("a b", [None, ""]) == "a b"  # no key: nothing to replace

@@ -46,6 +46,7 @@ class Judge:
         self.seen = set()
         self.fail_after = None  # 503 for every request after this many good replies
         self.good = 0
+        self.echo = None  # "verdict" / "error": echo the request headers back (a leaky server)
 
     def reply(self, body, auth):
         self.bodies.append(body)
@@ -79,6 +80,10 @@ def judge():
             assert self.path == "/v1/chat/completions"
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             status, payload = state.reply(body, self.headers.get("Authorization"))
+            if state.echo:
+                echoed = f"you sent {dict(self.headers)}"
+                status, payload = ((200, {"choices": [{"message": {"content": echoed + " [[C]]"}}]})
+                                   if state.echo == "verdict" else (400, {"error": echoed}))
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -276,3 +281,23 @@ def test_pairing_errors(runs, tmp_path):
     proc = cli("judge", "--candidate", tmp_path / "nothing", "--baseline", base,
                "--base-url", "http://127.0.0.1:9/v1", "--model", "m", check=False)
     assert proc.returncode == 2 and "not a `spectrumkd eval` output folder" in proc.stderr
+
+
+def test_the_key_never_reaches_a_file_or_a_message(judge, runs, tmp_path):
+    """A server that echoes the request headers (key included) in its verdicts and errors."""
+    cand, base, _ = runs
+    secret = "sk-live-0123456789abcdef"
+    judge.echo = "verdict"
+    out = tmp_path / "echo"
+    proc = cli(*judge_args(cand, base, judge.url, "--out", out, "--limit", "2"),
+               env={"SPECTRUMKD_JUDGE_API_KEY": secret})
+    written = {p.name: p.read_text() for p in out.iterdir()}
+    assert set(written) == {"judge.json", "judge_verdicts.jsonl", "judge_cache.jsonl"}
+    assert "[redacted]" in written["judge_verdicts.jsonl"]  # the echo was stored, redacted
+    for text in [*written.values(), proc.stdout, proc.stderr]:
+        assert secret not in text and secret[8:] not in text
+    judge.echo = "error"
+    proc = cli(*judge_args(cand, base, judge.url, "--out", tmp_path / "err", "--model", "x"),
+               env={"SPECTRUMKD_JUDGE_API_KEY": secret}, check=False)
+    assert proc.returncode == 2 and "HTTP 400" in proc.stderr
+    assert secret not in proc.stdout + proc.stderr and secret[8:] not in proc.stderr

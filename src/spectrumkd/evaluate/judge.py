@@ -23,6 +23,12 @@ temperature and full prompt), so a failed or interrupted run keeps what it paid 
 line (a kill mid-write) is dropped before the next append, any other malformed line is a
 one-line error naming the file and line.
 
+The API key never leaves in anything the client writes or raises: :func:`redact` replaces the
+key and the value of every ``Authorization``-like header in each error message and in each
+judgment before it is cached, so a server that echoes the request headers (in its reason phrase,
+its error body or its verdict text) cannot get the key into an error, a log line, the cache or a
+results file; ``JudgeConfig``'s repr leaves the key out.
+
 Not here: single-answer grading, reference-guided grading, multi-turn MT-bench questions.
 The judge's own sampling makes verdicts non-deterministic unless the endpoint is.
 
@@ -36,13 +42,14 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from spectrumkd import SpectrumKDError
@@ -68,6 +75,11 @@ JUDGE_USER = (
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 MAX_REPLY_BYTES = 8 << 20
 VERDICTS = ("A", "B", "C")
+REDACTED = "[redacted]"
+# a credential header's value, as an echo may show it: `Authorization: Bearer k`, `"api-key": "k"`
+_CREDENTIAL_HEADER = re.compile(
+    r"(?i)\b((?:proxy-)?authorization|x-api-key|api-key)([\"']?[ \t]*[:=][ \t]*[\"']?)"
+    r"((?:[A-Za-z]+[ \t]+)?[^\s\"',;}]+)")  # an optional scheme (Bearer, Basic) and the token
 
 
 @dataclass(frozen=True)
@@ -76,7 +88,7 @@ class JudgeConfig:
 
     base_url: str
     model: str
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never in a repr or a log line
     temperature: float = 0.7
     max_tokens: int = 1024
     timeout: float = 120.0
@@ -115,6 +127,18 @@ def parse_verdict(text: str) -> str | None:
     """
     found = [v for v in ("A", "B", "C") if f"[[{v}]]" in text]
     return found[0] if len(found) == 1 else None
+
+
+def redact(text: str, secrets: Sequence[str | None]) -> str:
+    """``text`` with each non-empty secret and every credential header's value replaced.
+
+    >>> redact("Authorization: Bearer t0k / key k1", ["k1"])
+    'Authorization: [redacted] / key [redacted]'
+    """
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return _CREDENTIAL_HEADER.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
 
 
 class VerdictCache:
@@ -279,6 +303,10 @@ class JudgeClient:
         )
         return hashlib.sha256(payload.encode()).hexdigest()
 
+    def redact(self, text: str) -> str:
+        """``text`` without the API key or any credential header value (see :func:`redact`)."""
+        return redact(text, [self.config.api_key])
+
     def _post(self, messages: list[dict]) -> str:
         headers = {}
         if self.config.api_key:
@@ -306,9 +334,9 @@ class JudgeClient:
                 self.sleep(self.config.backoff * 2 ** (attempt - 1))
             tries += 1
             try:
-                judgment = self._post(messages)
+                judgment = self.redact(self._post(messages))  # what a server echoed stays here
             except JudgeError as exc:
-                last_error = str(exc)
+                last_error = self.redact(str(exc))
                 if not exc.retry:
                     break
                 continue
@@ -318,11 +346,11 @@ class JudgeClient:
                 continue
             self.cache.put(key, verdict, judgment)
             return verdict
-        raise SpectrumKDError(
+        raise SpectrumKDError(self.redact(
             f"judge {self.config.model} at {self.config.base_url} failed after "
             f"{tries} {'try' if tries == 1 else 'tries'}: {last_error} "
             f"({len(self.cache.entries)} verdicts cached so far are kept)"
-        )
+        ))
 
 
 @dataclass(frozen=True)

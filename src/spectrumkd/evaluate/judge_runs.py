@@ -292,8 +292,8 @@ def judge_pairs(
                 raise SpectrumKDError(f"set {pair.name!r} example {key!r}: {exc}") from exc
             score = 50.0 * ({"A": 1.0, "B": 0.0, "C": 0.5}[first]
                             + {"A": 0.0, "B": 1.0, "C": 0.5}[second])
-            texts = [client.cache.get(client.cache_key(m))["judgment"]
-                     for m in _messages(q, ours, theirs)]
+            texts = [client.redact(client.cache.get(client.cache_key(m))["judgment"])
+                     for m in _messages(q, ours, theirs)]  # redacted again: an older cache
             rows.append({"set": pair.name, "id": key, "candidate_first": first,
                          "baseline_first": second, "score": score, "judgments": texts})
             if log and (index % 25 == 0 or index == len(pair.ids)):

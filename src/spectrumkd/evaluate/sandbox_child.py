@@ -5,8 +5,10 @@ CONFIG``), possibly inside bubblewrap where the package is not mounted, so it im
 standard library and nothing from ``spectrumkd``. :mod:`spectrumkd.evaluate.code` starts both
 processes and joins them with two pipes.
 
-- The **runner** holds the candidate's program. It sets its rlimits, optionally installs an audit
-  hook (a second layer; the OS sandbox is the boundary), then serves requests on the pipe:
+- The **runner** holds the candidate's program. It closes every descriptor but its pipes and
+  stdio, sets its rlimits, drops to the unprivileged ``drop_to`` user when it starts as root
+  (and checks that root cannot be regained), optionally installs an audit hook (a second layer;
+  the OS sandbox is the boundary), then serves requests on the pipe:
   ``load`` executes the program, ``call`` calls one of its functions with JSON-decoded arguments
   and answers with the JSON-encoded return value or the exception's type name and message.
 - The **checker** holds the task's own code (HumanEval ``prompt`` helpers and ``test``, or
@@ -18,6 +20,9 @@ processes and joins them with two pipes.
   reach the verdict. A broken reply, an unsendable value, a missing function or a dead runner
   marks the check broken for good (a ``BaseException``, so ``except Exception`` in a test cannot
   swallow it, and the flag is checked again at the end).
+
+- The **probe** (``require_bwrap``'s test run) drops privileges like the others and prints
+  ``ok UID``.
 
 Wire format: one JSON document per line, at most ``MAX_LINE`` bytes; tuples, dicts, sets and
 bytes travel as ``{"t": TAG, "v": ...}`` so they come back as the same types.
@@ -31,6 +36,7 @@ import traceback
 
 MAX_LINE = 16 << 20  # bytes per message: a larger reply is a broken check, not a memory blow-up
 MAX_DEPTH = 200  # nesting of one value
+MAX_OPEN_FILES = 256  # RLIMIT_NOFILE: also bounds the pipe buffers a program can fill
 TAGS = ("tuple", "list", "dict", "set", "frozenset", "bytes", "complex")
 
 
@@ -112,7 +118,8 @@ def set_limits(config):
 
     limits = [(resource.RLIMIT_CPU, config["cpu_seconds"]),
               (resource.RLIMIT_FSIZE, config["max_file_bytes"]),
-              (resource.RLIMIT_CORE, 0)]
+              (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NOFILE, MAX_OPEN_FILES),
+              (resource.RLIMIT_MSGQUEUE, 0)]
     if config["max_processes"] is not None:
         limits.append((resource.RLIMIT_NPROC, config["max_processes"]))
     if config["memory_bytes"]:
@@ -122,11 +129,30 @@ def set_limits(config):
 
 
 def drop_privileges(config):
+    """Become user and group ``drop_to`` (from root), with no supplementary groups, for good."""
     uid = config.get("drop_to")
-    if uid is not None and os.geteuid() == 0:
+    if uid is None:
+        return
+    if os.geteuid() == 0:
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
+    if {os.getuid(), os.geteuid(), os.getgid(), os.getegid()} != {uid} or os.getgroups():
+        raise SystemExit(f"sandbox: could not become user {uid}")
+    try:
+        os.setuid(0)
+    except OSError:
+        return
+    raise SystemExit("sandbox: root could be regained after dropping privileges")
+
+
+def close_other_fds(keep):
+    """Close every descriptor but ``keep`` (bwrap's and the evaluator's leftovers included)."""
+    low = 0
+    for fd in [*sorted(set(keep)), max(os.sysconf("SC_OPEN_MAX"), max(keep) + 1)]:
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
 
 
 def audit_hook(root):
@@ -183,6 +209,7 @@ def runner(config):
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)  # the program reads nothing
     os.close(null)
+    close_other_fds([0, 1, 2, config["rpc_in"], config["rpc_out"]])
     set_limits(config)
     drop_privileges(config)
     os.chdir(config["work"])
@@ -298,6 +325,7 @@ def checker(config):
     os.dup2(2, 1)  # whatever the tests print goes to stderr, never next to the verdict
     job = json.loads(sys.stdin.read())
     set_limits(config)
+    drop_privileges(config)
     channel = Channel(os.fdopen(config["rpc_out"], "wb"), os.fdopen(config["rpc_in"], "rb"))
 
     def verdict(passed, reason):
@@ -333,9 +361,15 @@ def checker(config):
     return verdict(True, f"passed ({channel.calls} calls)")
 
 
+def probe(config):
+    """The sandbox works: this process runs, unprivileged, and can say so."""
+    drop_privileges(config)
+    print("ok", os.getuid())
+
+
 def main():
     role, config = sys.argv[1], json.loads(sys.argv[2])
-    {"runner": runner, "checker": checker}[role](config)
+    {"runner": runner, "checker": checker, "probe": probe}[role](config)
 
 
 if __name__ == "__main__":
