@@ -138,7 +138,9 @@ class ExperimentConfig:
     baseline: str = "full"
     """The arm every other arm is compared against."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    """Training seeds; every arm runs once per seed."""
+    """Training seeds; every arm runs once per seed (unless ``arm_seeds`` names its own)."""
+    arm_seeds: dict[str, list[int]] = field(default_factory=dict)
+    """Arm → its own training seeds, e.g. fewer for control arms than for the two main arms."""
     student: dict | None = field(default_factory=dict)
     """``StudentConfig`` fields of the student to build (cached); null: use ``run.student``."""
     references: list[str] = field(default_factory=lambda: list(REFERENCES))
@@ -160,9 +162,29 @@ class ExperimentConfig:
                                   f"arms: {sorted(self.arms)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise SpectrumKDError(f"experiment.seeds must be distinct and non-empty, got {self.seeds}")
+        for name, seeds in self.arm_seeds.items():
+            if name not in self.arms:
+                raise SpectrumKDError(f"experiment.arm_seeds: {name!r} is not an arm; arms: {sorted(self.arms)}")
+            if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+                    or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds)):
+                raise SpectrumKDError(f"experiment.arm_seeds.{name} must be distinct integers >= 0, got {seeds}")
         bad = sorted(set(self.references) - set(REFERENCES))
         if bad:
             raise SpectrumKDError(f"experiment.references: unknown {bad}; use {list(REFERENCES)}")
+
+
+    def seeds_of(self, arm: str) -> list[int]:
+        """The training seeds of ``arm``.
+
+        >>> ExperimentConfig(seeds=[0, 1, 2], arm_seeds={"full": [0, 1]}).seeds_of("full")
+        [0, 1]
+        """
+        return list(self.arm_seeds.get(arm, self.seeds))
+
+    def all_seeds(self) -> list[int]:
+        """Every training seed of any arm: ``seeds``, then the other seeds of ``arm_seeds``."""
+        extra = [s for seeds in self.arm_seeds.values() for s in seeds]
+        return list(dict.fromkeys([*self.seeds, *extra]))
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None):
@@ -303,7 +325,8 @@ def _order(exp: ExperimentConfig, arms: dict) -> list[str]:
 def grid(exp: ExperimentConfig, arms: dict) -> list[Unit]:
     """Every unit of the experiment in its fixed order: per training seed the arms (those without
     a window first), then the reference models. ``--shard I/N`` takes every N-th from I."""
-    units = [Unit("arm", name, seed) for seed in exp.seeds for name in _order(exp, arms)]
+    units = [Unit("arm", name, seed) for seed in exp.all_seeds() for name in _order(exp, arms)
+             if seed in exp.seeds_of(name)]
     return units + [Unit("reference", ref) for ref in exp.references]
 
 
@@ -599,6 +622,7 @@ def summarize(out: str | Path, exp: ExperimentConfig, hashes: dict[Unit, str]) -
     mismatched = sorted({n for n, r in table.items() if _steps_differ(r, table[exp.baseline])})
     return {"spectrumkd": "experiment", "baseline": exp.baseline, "arms": table,
             "references": refs, "eval": asdict(exp.eval), "train_seeds": exp.seeds,
+            "arm_seeds": {name: exp.seeds_of(name) for name in exp.arms},
             "checkpoint": exp.eval.checkpoint,
             "step_budget_mismatch": mismatched,
             "comparisons": comparisons(by_arm, exp.baseline),
@@ -607,6 +631,14 @@ def summarize(out: str | Path, exp: ExperimentConfig, hashes: dict[Unit, str]) -
                     "p_prompts_vs_baseline, Wilcoxon over prompts each averaged over all seeds; "
                     "p_vs_baseline over (train seed, generation seed, prompt) pairs, which treats "
                     "correlated pairs as independent"}
+
+
+def _seeds_text(results: dict) -> str:
+    """``[0, 1, 2]``, or per arm when ``arm_seeds`` gives some arms other seeds."""
+    per_arm = results.get("arm_seeds") or {}
+    if all(seeds == results["train_seeds"] for seeds in per_arm.values()):
+        return str(results["train_seeds"])
+    return "; ".join(f"{name} {seeds}" for name, seeds in per_arm.items())
 
 
 def _steps_differ(row: dict, base: dict) -> bool:
@@ -642,7 +674,7 @@ def render_markdown(results: dict) -> str:
     lines += ["", f"ROUGE-L of each run's {results.get('checkpoint', 'best')} checkpoint on "
               f"{e['data']} (first {e['limit']} prompts, generation seeds "
               f"{e['seeds']}, sampling at T = 1, at most {e['max_new_tokens']} new tokens); "
-              f"training seeds {results['train_seeds']}. {results['test']}."]
+              f"training seeds {_seeds_text(results)}. {results['test']}."]
     if results.get("step_budget_mismatch"):
         lines.append(f"Step budgets differ by more than 2% for: {results['step_budget_mismatch']}.")
     return "\n".join(lines) + "\n" + render_comparisons(results)
@@ -721,8 +753,8 @@ def render_samples(out: str | Path, exp: ExperimentConfig, *, prompts: int = 3) 
     columns = [(label, out / "references" / ref / "eval")
                for ref, label in (("teacher", "teacher"), ("before", "student before training"))
                if ref in exp.references]
-    columns += [(f"{name} (seed {exp.seeds[0]})", _eval_dir(out / "runs" / name / f"seed{exp.seeds[0]}", exp))
-                for name in exp.arms]
+    columns += [(f"{name} (seed {exp.seeds_of(name)[0]})",
+                 _eval_dir(out / "runs" / name / f"seed{exp.seeds_of(name)[0]}", exp)) for name in exp.arms]
     answers = {}
     for label, eval_dir in columns:
         path = eval_dir / "generations" / "dolly" / f"seed{gen_seed}.jsonl"
