@@ -9,6 +9,7 @@ print one clear line and exit with status 2; anything else is a bug and keeps it
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from types import ModuleType
 
@@ -61,9 +62,27 @@ def main(argv: list[str] | None = None) -> int:
     except SpectrumKDError as exc:
         print(f"spectrumkd {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"spectrumkd {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"spectrumkd {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an ``OSError``: the files it names, the system's reason, and a hint for a
+    full disk (files are replaced atomically: a failed write leaves the previous one).
+
+    >>> os_error_line(OSError(errno.ENOSPC, "No space left on device", "run/plan.json"))
+    'run/plan.json: No space left on device (free some space and rerun)'
+    """
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    line = f"{' -> '.join(names)}: {reason}" if names else reason
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        line += " (free some space and rerun)"
+    return line
 
 
 if __name__ == "__main__":

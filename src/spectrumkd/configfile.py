@@ -3,7 +3,8 @@
 A config is a tree of dataclasses (:class:`spectrumkd.train.config.RunConfig`,
 :class:`spectrumkd.experiment.ExperimentConfig`). This module maps plain data onto such a tree:
 
-- :func:`read_mapping`: a YAML file whose top level is a mapping, or a one-line error naming it;
+- :func:`read_mapping`: a YAML file whose top level is a mapping, or a one-line error naming it
+  (a duplicate key, a number too long to convert and nesting too deep are such errors too);
 - :func:`apply_overrides`: dotted ``section.key=value`` strings (values parsed as YAML scalars) set
   into the nested dicts, each key checked against the tree first;
 - :func:`build`: the dataclass tree from nested dicts, each value converted to its field's
@@ -34,16 +35,50 @@ import yaml
 from spectrumkd import SpectrumKDError
 from spectrumkd.fileio import read_text
 
-__all__ = ["apply_overrides", "build", "field_keys", "read_mapping"]
+__all__ = ["apply_overrides", "build", "field_keys", "load_yaml", "read_mapping"]
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping repeating a key (PyYAML keeps the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, *, where: str) -> Any:
+    """``yaml.safe_load`` of ``text`` with duplicate keys refused; every way it can fail (bad
+    YAML, a ``!!python`` tag, a duplicate key, a 5000-digit number, nesting too deep) is one
+    :class:`SpectrumKDError` starting with ``where``.
+
+    >>> load_yaml("a: 1\\na: 2\\n", where="x.yaml")
+    Traceback (most recent call last):
+    ...
+    spectrumkd.SpectrumKDError: x.yaml: not valid YAML (duplicate key 'a' in "<unicode string>", line 2, column 1...)
+    """
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        raise SpectrumKDError(f"{where}: not valid YAML ({' '.join(str(exc).split())})") from None
+    except RecursionError:
+        raise SpectrumKDError(f"{where}: YAML nested too deeply") from None
+    except ValueError as exc:  # int() of a number past Python's digit limit
+        raise SpectrumKDError(f"{where}: not usable YAML ({exc})") from None
 
 
 def read_mapping(path: str | Path, *, what: str = "config file") -> dict:
     """The YAML mapping in ``path`` (``{}`` for an empty file); one-line errors name the file."""
-    text = read_text(path, what=what)
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpectrumKDError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    loaded = load_yaml(read_text(path, what=what), where=str(path))
     if loaded is not None and not isinstance(loaded, dict):
         raise SpectrumKDError(f"{path}: expected a mapping at the top level")
     return loaded or {}
@@ -222,5 +257,5 @@ def apply_overrides(cls: type, data: dict, overrides: list[str], *,
             child = node.get(part)
             node[part] = child if isinstance(child, dict) else {}
             node = node[part]
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+        node[leaf] = load_yaml(raw, where=f"override {item!r}") if raw.strip() else None
     return out

@@ -8,6 +8,8 @@
   name the file (and the line for JSON).
 - :func:`file_lock`: an exclusive, non-blocking ``fcntl.flock`` on ``<path>.lock``; a second writer
   gets a one-line error naming the holder's pid instead of racing the first.
+- :func:`refuse_overlap`: the one check, made before anything is written, that no output path is
+  an input, lies inside an input folder or is a folder holding an input.
 
 Standard library only (the pure curriculum may use it). This module does not know any spectrumkd
 file format; the owners of the formats (plans, scores, results, checkpoints) do.
@@ -26,7 +28,7 @@ from typing import Any
 from spectrumkd import SpectrumKDError
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "file_lock", "fsync_dir", "read_json",
-           "read_text"]
+           "read_text", "refuse_overlap"]
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:
@@ -43,6 +45,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     if path.is_dir():
         raise SpectrumKDError(f"{path}: is a directory; give a file name")
+    for folder in (path.parent, *path.parent.parents):
+        if folder.exists() and not folder.is_dir():
+            raise SpectrumKDError(f"{path}: cannot be written, {folder} is a file, not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -106,6 +111,8 @@ def read_json(path: str | os.PathLike, *, what: str = "JSON file", expect: type 
         raise SpectrumKDError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
     except RecursionError:
         raise SpectrumKDError(f"{path}: JSON nested too deeply") from None
+    except ValueError as exc:  # an integer past Python's digit limit (sys.set_int_max_str_digits)
+        raise SpectrumKDError(f"{path}: not usable JSON ({exc})") from None
     if not isinstance(data, expect):
         raise SpectrumKDError(
             f"{path}: expected a JSON {'object' if expect is dict else expect.__name__} at the top "
@@ -154,3 +161,42 @@ def file_lock(path: str | os.PathLike, *, what: str | None = None) -> Iterator[P
     finally:
         lock.unlink(missing_ok=True)  # while still holding it (see above)
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def _real(path: str | os.PathLike) -> Path:
+    """``path`` made absolute with every symlink resolved (a missing tail is kept as written)."""
+    return Path(os.path.realpath(os.path.abspath(path)))
+
+
+def refuse_overlap(outputs: dict[str, str | os.PathLike], inputs: dict[str, str | os.PathLike]) -> None:
+    """Refuse outputs that would replace or sit inside the inputs they are computed from.
+
+    ``outputs`` and ``inputs`` map a label (``"--out"``, ``"--scores"``) to a path. An output
+    that is an input (also through a symlink or a hard link), lies inside an input folder, or is
+    a folder holding an input is a one-line error naming both; call it before writing anything.
+    Inputs that do not exist locally (hub names) are passed over.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp()); _ = (d / "s.jsonl").write_text("{}")
+    >>> refuse_overlap({"--out": d / "s.jsonl"}, {"--scores": d / "." / "s.jsonl"})
+    Traceback (most recent call last):
+    ...
+    spectrumkd.SpectrumKDError: --out .../s.jsonl is the input --scores .../s.jsonl: it would be replaced; write elsewhere
+    """
+    for in_label, in_path in inputs.items():
+        if in_path is None or not os.path.lexists(in_path):
+            continue
+        real_in = _real(in_path)
+        for out_label, out_path in outputs.items():
+            real_out = _real(out_path)
+            same = real_out == real_in or (
+                os.path.exists(out_path) and os.path.samefile(out_path, in_path))
+            if same:
+                raise SpectrumKDError(f"{out_label} {out_path} is the input {in_label} {in_path}: "
+                                      "it would be replaced; write elsewhere")
+            if real_in in real_out.parents:
+                raise SpectrumKDError(f"{out_label} {out_path} lies inside the input {in_label} "
+                                      f"{in_path}; write elsewhere")
+            if real_out in real_in.parents:
+                raise SpectrumKDError(f"{out_label} {out_path} holds the input {in_label} "
+                                      f"{in_path}; write elsewhere")

@@ -41,6 +41,8 @@ def _decode(raw: bytes, path: Path, lineno: int):
         raise SpectrumKDError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
     except RecursionError:
         raise SpectrumKDError(f"{path}:{lineno}: JSON nested too deeply") from None
+    except ValueError as exc:  # an integer past Python's digit limit (sys.set_int_max_str_digits)
+        raise SpectrumKDError(f"{path}:{lineno}: not usable JSON ({exc})") from None
 
 
 def parse_line(raw: bytes, path: Path, lineno: int) -> dict | None:

@@ -83,12 +83,14 @@ class RunDir:
 
     # -- what is there ------------------------------------------------------------------------
     def contents(self) -> list[str]:
-        """Names in the directory (sorted), lock files left out; [] when it does not exist."""
+        """Names in the directory (sorted), lock files and the temporary files a killed writer
+        left (:func:`leftover_of`) left out; [] when it does not exist."""
         if not self.path.exists():
             return []
         if not self.path.is_dir():
             raise SpectrumKDError(f"{self.path}: exists and is not a directory")
-        return sorted(p.name for p in self.path.iterdir() if not p.name.endswith(".lock"))
+        return sorted(p.name for p in self.path.iterdir()
+                      if not p.name.endswith(".lock") and leftover_of(p.name) is None)
 
     def generations(self) -> list[Path]:
         """Complete generations (renamed and holding their marker), oldest first."""
@@ -210,7 +212,8 @@ class RunDir:
         """Delete what ``distill`` wrote here (:data:`RUN_OUTPUTS`, and ``plan.json`` when distill
         made it); user inputs and unknown files stay. Returns the names removed."""
         removed = []
-        for name in RUN_OUTPUTS:
+        leftovers = [p.name for p in self.path.iterdir() if leftover_of(p.name) is not None]
+        for name in (*RUN_OUTPUTS, *leftovers):
             target = self.path / name
             if target.is_symlink() or target.is_file():
                 target.unlink()
@@ -223,6 +226,24 @@ class RunDir:
             self.plan.unlink()
             removed.append(self.plan.name)
         return removed
+
+
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$|^(?P<folder>.+)\.tmp$")
+
+
+def leftover_of(name: str) -> str | None:
+    """The run file whose temporary copy ``name`` is (``.config.yaml.k3j_x9a2.tmp`` of an atomic
+    write, ``teacher_cache.tmp`` of the teacher cache), or None: such a file is what a killed
+    writer leaves, and it never blocks a rerun or ``--resume``.
+
+    >>> leftover_of(".config.yaml.k3j_x9a2.tmp"), leftover_of("teacher_cache.tmp"), leftover_of("notes.tmp")
+    ('config.yaml', 'teacher_cache', None)
+    """
+    m = _LEFTOVER.match(name)
+    if m is None:
+        return None
+    target = m.group("name") or m.group("folder")
+    return target if target in RUN_OUTPUTS or target in RUN_INPUTS else None
 
 
 def plan_made_by_distill(path: Path) -> bool:

@@ -36,8 +36,10 @@ def _auto(text: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from spectrumkd.curriculum import PlanSpec, PoorFitWarning, make_plan_from_spec, read_scores
+    from spectrumkd.fileio import refuse_overlap
 
     out = out_file(args.out, what="plan file", example="plan.json")
+    refuse_overlap({"--out": out}, {"--scores": args.scores})
     spec = PlanSpec(**fields_from_args(PlanSpec, args))
     scores = read_scores(args.scores)
     t0 = time.perf_counter()

@@ -83,7 +83,11 @@ def _init_distributed() -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    out_file(args.out, what="scores file", example="scores.jsonl")
+    from spectrumkd.fileio import refuse_overlap
+
+    out = out_file(args.out, what="scores file", example="scores.jsonl")
+    refuse_overlap({"--out": out, "dropped.jsonl beside --out": out.parent / "dropped.jsonl"},
+                   {"--data": args.data, "--few-shot": args.few_shot})
     rank, local_rank = _init_distributed()
     try:
         return _score(args, rank, local_rank)

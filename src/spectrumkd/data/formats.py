@@ -121,6 +121,10 @@ def _read_jsonl(path: Path) -> Iterable[tuple[int, Any]]:
             raise SpectrumKDError(f"{path}:{lineno}: not UTF-8 text (column {exc.start + 1})") from None
         except json.JSONDecodeError as exc:
             raise SpectrumKDError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None
+        except RecursionError:
+            raise SpectrumKDError(f"{path}:{lineno}: JSON nested too deeply") from None
+        except ValueError as exc:  # an integer past Python's digit limit
+            raise SpectrumKDError(f"{path}:{lineno}: not usable JSON ({exc})") from None
 
 
 def _read_json(path: Path) -> Iterable[tuple[int, Any]]:
@@ -133,9 +137,15 @@ def _read_json(path: Path) -> Iterable[tuple[int, Any]]:
 
 
 def _read_parquet(path: Path) -> Iterable[tuple[int, Any]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return enumerate(pq.read_table(path).to_pylist(), start=1)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:  # not parquet, cut short, corrupt pages
+        first = " ".join(str(exc).split())[:200]
+        raise SpectrumKDError(f"{path}: not a readable parquet file ({first})") from None
+    return enumerate(table.to_pylist(), start=1)
 
 
 PACKAGED_PREFIX = "spectrumkd:"

@@ -36,7 +36,7 @@ from spectrumkd import SpectrumKDError
 from spectrumkd.evaluate.judge_runs import JUDGE_FILE, read_judge
 from spectrumkd.evaluate.results import read_results, read_rows_only
 from spectrumkd.evaluate.stats import relative_gain, wilcoxon_p
-from spectrumkd.fileio import atomic_write_text
+from spectrumkd.fileio import atomic_write_text, refuse_overlap
 
 SET_TITLES = {"dolly": "DollyEval", "self-inst": "SelfInst", "vicuna": "VicunaEval",
               "sinst": "S-NI", "unni": "UnNI", "gsm8k": "GSM8K", "math": "MATH",
@@ -249,6 +249,13 @@ def write_comparison(table: Comparison, out: str | os.PathLike) -> tuple[Path, P
     """Write ``out`` (Markdown) and the same path with ``.json`` (table data)."""
     out = Path(out)
     data = out.with_suffix(".json")
+    inputs = {}
+    for i, results in enumerate(table.paths, start=1):  # what compare_runs read
+        folder = Path(results).parent
+        inputs[f"(run {i})"] = results
+        inputs[f"(run {i} generations)"] = folder / "generations"
+        inputs[f"(run {i} {JUDGE_FILE})"] = folder / JUDGE_FILE
+    refuse_overlap({"--out": out, "--out (JSON)": data}, inputs)
     atomic_write_text(out, render_markdown(table))  # a directory is a one-line error
     atomic_write_text(data, json.dumps(table.to_dict(), indent=2, allow_nan=False) + "\n")
     return out, data

@@ -13,6 +13,7 @@ Not here: argument parsing (:mod:`spectrumkd.commands.eval`) or comparisons.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from spectrumkd import SpectrumKDError
 from spectrumkd.evaluate.sets import SUITE_SETS
+from spectrumkd.fileio import file_lock, refuse_overlap
+from spectrumkd.rundir import LOCK_NAME
 
 __all__ = ["EvalOptions", "evaluate", "SUITES", "DEFAULT_SEEDS"]
 
@@ -68,6 +71,15 @@ class EvalOptions:
             raise SpectrumKDError("no seeds given")
         if self.panel_rows is not None and self.panel_rows < 1:
             raise SpectrumKDError(f"--panel-rows must be >= 1, got {self.panel_rows}")
+        if self.shots is not None and self.shots < 0:
+            raise SpectrumKDError(f"--shots must be >= 0, got {self.shots}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise SpectrumKDError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise SpectrumKDError(f"--timeout must be a positive number of seconds, got {self.timeout}")
+        for name in ("memory_mb", "workers"):
+            if getattr(self, name) < 1:
+                raise SpectrumKDError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.teacher is not None and (self.model is None or self.suite != "instruct"
                                          or not self.panel):
             raise SpectrumKDError("--teacher is for the metric panel: --model, --suite instruct, "
@@ -194,22 +206,38 @@ def _code(opts, eval_set, out, header_base, model, tokenizer, settings, limits) 
 
 
 def evaluate(opts: EvalOptions) -> dict:
-    """Run every set of ``opts`` and write ``opts.out/results.json``; returns the results."""
+    """Run every set of ``opts`` and write ``opts.out/results.json``; returns the results.
+
+    ``opts.out`` is locked for the run (the run directory's lock file, :data:`LOCK_NAME`): a
+    second ``eval`` into the same folder stops with a one-line error instead of appending too.
+    """
     from spectrumkd.evaluate import code as code_eval
-    from spectrumkd.evaluate.results import finish_results, new_results, write_results
-    from spectrumkd.evaluate.sets import load_set, parse_set_names
+    from spectrumkd.evaluate.sets import parse_set_names
 
     names = parse_set_names(opts.sets, opts.suite)
     if (opts.data or opts.completions) and len(names) != 1:
         raise SpectrumKDError("--data and --completions need exactly one set (use --sets NAME)")
+    out = Path(opts.out)
+    if out.exists() and not out.is_dir():
+        raise SpectrumKDError(f"--out {out}: is a file; eval writes a folder (results.json, generations/)")
+    refuse_overlap({"--out results.json": out / "results.json", "--out generations": out / "generations"},
+                   {"--data": opts.data, "--completions": opts.completions})
     isolation = None
     if opts.suite == "code":  # before anything is written or loaded
         isolation = code_eval.check_isolation(allow_unsandboxed=opts.allow_unsandboxed)
         if isolation == "none":
             _log("warning: bubblewrap is unavailable; running programs WITHOUT OS isolation "
                  "(--allow-unsandboxed)")
-    out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
+    with file_lock(out / LOCK_NAME, what=f"eval folder {out}"):
+        return _evaluate(opts, names, out, isolation)
+
+
+def _evaluate(opts: EvalOptions, names: list[str], out: Path, isolation) -> dict:
+    from spectrumkd.evaluate import code as code_eval
+    from spectrumkd.evaluate.results import finish_results, new_results, write_results
+    from spectrumkd.evaluate.sets import load_set
+
     started = time.perf_counter()
     model, tokenizer, settings, fingerprint, model_name = _load(opts)
     teacher = _load_teacher(opts, tokenizer) if opts.suite == "instruct" else None

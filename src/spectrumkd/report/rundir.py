@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from spectrumkd import SpectrumKDError
+from spectrumkd.configfile import read_mapping
 from spectrumkd.curriculum import Plan, ScoresFile, read_scores
-from spectrumkd.fileio import read_json, read_text
+from spectrumkd.fileio import read_json
 from spectrumkd.jsonl import iter_jsonl
 from spectrumkd.rundir import RunDir
 
@@ -94,15 +93,7 @@ def read_curve(path: Path) -> list[dict[str, Any]]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(read_text(path, what="config"))
-    except yaml.YAMLError as exc:
-        raise SpectrumKDError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise SpectrumKDError(f"{path}: expected a mapping at the top level")
-    return data
+    return read_mapping(path, what="config")
 
 
 def load_run(path: str | Path, *, name: str | None = None) -> RunData:

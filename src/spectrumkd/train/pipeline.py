@@ -42,10 +42,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-import yaml
 
 from spectrumkd import SpectrumKDError
-from spectrumkd.fileio import file_lock, read_text
+from spectrumkd.configfile import read_mapping
+from spectrumkd.fileio import file_lock, refuse_overlap
 from spectrumkd.rundir import RUN_INPUTS, RunDir, plan_made_by_distill
 from spectrumkd.train.config import ModelConfig, RunConfig, save_config
 
@@ -156,7 +156,7 @@ def _check_user_plan(cfg: RunConfig, plan, path: Path) -> None:
     want["epochs"] = cfg.curriculum.epochs
     diffs = [f"{k} {have.get(k)!r} in the plan, {v!r} in the config"
              for k, v in want.items() if k in have and have[k] != v]
-    if plan.num_epochs != cfg.curriculum.epochs and "epochs" not in have:
+    if plan.num_epochs != cfg.curriculum.epochs:  # what the loop trains, whatever params say
         diffs.append(f"epochs {plan.num_epochs} in the plan, {cfg.curriculum.epochs} in the config")
     if diffs:
         raise SpectrumKDError(
@@ -172,12 +172,7 @@ a run resumes exactly only with these values (None: any value; a key not listed 
 
 
 def _check_resume_config(cfg: RunConfig, path: Path) -> None:
-    try:
-        old = yaml.safe_load(read_text(path, what="config")) or {}
-    except yaml.YAMLError as exc:
-        raise SpectrumKDError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(old, dict):
-        raise SpectrumKDError(f"{path}: expected a mapping at the top level")
+    old = read_mapping(path, what="config")
     new = asdict(cfg)
     diffs, legacy = [], []
     for s in (s for s in new if isinstance(new[s], dict)):
@@ -205,22 +200,63 @@ def check_run_dir(cfg: RunConfig, rd: RunDir, *, resume: bool, overwrite: bool) 
         raise SpectrumKDError("--resume and --overwrite exclude each other")
     if not cfg.data.source:
         raise SpectrumKDError("data.source is required")
-    present = rd.contents()  # also refuses a path that is a file
-    outputs = [name for name in present if name not in RUN_INPUTS]
+    present = rd.contents()  # also refuses a path that is a file; a killed writer's temp files
+    outputs = [name for name in present if name not in RUN_INPUTS]  # are not listed
+    _check_inputs_apart(cfg, rd)
     if resume:
-        if not rd.config.is_file():
-            raise SpectrumKDError(f"--resume: {rd.path} has no config.yaml (nothing to resume)")
-        _check_resume_config(cfg, rd.config)
+        if rd.config.is_file():
+            _check_resume_config(cfg, rd.config)
+        elif outputs:
+            raise SpectrumKDError(f"--resume: {rd.path} has no config.yaml (it holds "
+                                  f"{', '.join(outputs[:6])}, not a run to resume)")
+        # else: killed before config.yaml was in place: nothing to resume, start afresh
     elif outputs and not overwrite:
         what = "another run" if rd.config.is_file() else "other files"
         raise SpectrumKDError(
             f"{rd.path} already holds {what} ({', '.join(outputs[:6])}); pass --resume to continue "
             "it (same config), --overwrite to replace it, or choose another output_dir"
         )
+    elif outputs and not _holds_run(cfg, rd):
+        raise SpectrumKDError(
+            f"--overwrite: {rd.path} holds files that are not a spectrumkd run "
+            f"({', '.join(outputs[:6])}); --overwrite replaces only what distill wrote, so move "
+            "them or choose another output_dir"
+        )
     if rd.plan.is_file() and not plan_made_by_distill(rd.plan):
         from spectrumkd.curriculum import Plan
 
         _check_user_plan(cfg, Plan.load(rd.plan), rd.plan)
+
+
+def _holds_run(cfg: RunConfig, rd: RunDir) -> bool:
+    """Whether ``rd`` holds a run distill wrote: a complete checkpoint, or a ``config.yaml`` with
+    every section and key :func:`save_config` writes (a hand-written config names only some)."""
+    if rd.has_checkpoint():
+        return True
+    if not rd.config.is_file():
+        return False
+    try:
+        saved = read_mapping(rd.config, what="config")
+    except SpectrumKDError:
+        return False
+    for section, value in asdict(cfg).items():
+        if section not in saved:
+            return False
+        if isinstance(value, dict):
+            want = {k for k in value if f"{section}.{k}" not in LEGACY_BEHAVIOUR}
+            have = saved[section]
+            if not isinstance(have, dict) or not want <= set(have):
+                return False
+    return True
+
+
+def _check_inputs_apart(cfg: RunConfig, rd: RunDir) -> None:
+    """The data and model folders the config reads must not be files the run writes or removes."""
+    from spectrumkd.rundir import RUN_OUTPUTS
+
+    inputs = {"data.source": cfg.data.source, "data.validation_source": cfg.data.validation_source,
+              "teacher.spec": cfg.teacher.spec, "student.spec": cfg.student.spec}
+    refuse_overlap({f"output_dir's {name}": rd.path / name for name in RUN_OUTPUTS}, inputs)
 
 
 def distill(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False):
