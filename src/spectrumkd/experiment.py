@@ -168,6 +168,12 @@ class ExperimentConfig:
             if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
                     or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds)):
                 raise SpectrumKDError(f"experiment.arm_seeds.{name} must be distinct integers >= 0, got {seeds}")
+        from spectrumkd.curriculum import MAX_SEED
+
+        every_seed = [*self.seeds, *(x for seeds in self.arm_seeds.values() for x in seeds)]
+        bad_seeds = [x for x in every_seed if isinstance(x, int) and not 0 <= x <= MAX_SEED]
+        if bad_seeds:  # distill refuses them too, but only after the earlier runs
+            raise SpectrumKDError(f"experiment.seeds: {bad_seeds} outside [0, {MAX_SEED}]")
         bad = sorted(set(self.references) - set(REFERENCES))
         if bad:
             raise SpectrumKDError(f"experiment.references: unknown {bad}; use {list(REFERENCES)}")
@@ -500,7 +506,9 @@ def _run_units(pending: list[Unit], out: Path, exp: ExperimentConfig, base, arms
             if (cfg.teacher_cache.enabled and cfg.teacher_cache.dir is None
                     and cfg.curriculum.kind in NO_WINDOW_KINDS):
                 cfg.teacher_cache.dir = str(shared_cache)
-            if RunDir(run_dir).is_finished(cfg.curriculum.epochs):
+            if RunDir(run_dir).is_finished(cfg.curriculum.epochs):  # its newest committed generation
+                with RunDir(run_dir).lock():  # a kill after the last commit left the links behind
+                    RunDir(run_dir).repair_links()
                 _log(f"{name} seed {seed}: finished run, kept")
             else:
                 _share_scores(first_run, run_dir)

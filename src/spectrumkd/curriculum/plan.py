@@ -96,6 +96,11 @@ class Plan:
         """Raise :class:`SpectrumKDError` if the plan is inconsistent."""
         if set(self.zones) != set(ZONES):
             raise SpectrumKDError(f"{source}: zones must be exactly {', '.join(ZONES)}")
+        for zone in ZONES:
+            bad = [x for x in self.zones[zone] if isinstance(x, bool) or not isinstance(x, (str, int))]
+            if bad:
+                raise SpectrumKDError(f"{source}: zone {zone!r} holds ids that are neither strings "
+                                      f"nor integers: {bad[:5]!r:.80}")
         all_ids: set = set()
         for zone in ZONES:
             zone_ids = self.zones[zone]
@@ -108,6 +113,10 @@ class Plan:
             )
         if not self.epochs:
             raise SpectrumKDError(f"{source}: no epochs")
+        said = self.params.get("epochs")
+        if said is not None and said != self.num_epochs:
+            raise SpectrumKDError(
+                f"{source}: params.epochs is {said!r} but the plan lists {self.num_epochs} epochs")
         for i, e in enumerate(self.epochs, start=1):
             where = f"{source}: epoch {e.epoch}"
             if e.epoch != i:

@@ -20,7 +20,7 @@ import numpy as np
 from spectrumkd import SpectrumKDError
 from spectrumkd.jsonl import iter_jsonl
 
-__all__ = ["ScoresFile", "read_scores", "validate_scores"]
+__all__ = ["ScoresFile", "read_scores", "score_row", "validate_scores"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,28 @@ def validate_scores(ids: list, scores, *, source: str = "scores") -> np.ndarray:
     return arr
 
 
+def score_row(obj: dict, path: Path, lineno: int, *, finite: bool = False) -> tuple:
+    """``(id, score)`` of one row ``{"id": ..., "score": number}``, or a one-line error naming
+    the file and line: a missing field, a score that is not a number (``true`` is not 1.0), and
+    with ``finite`` a NaN or infinite score.
+
+    >>> score_row({"id": "a", "score": True}, Path("s.jsonl"), 3)
+    Traceback (most recent call last):
+    ...
+    spectrumkd.SpectrumKDError: s.jsonl:3: score must be a number, got True (id 'a')
+    """
+    if "id" not in obj or "score" not in obj:
+        missing = [k for k in ("id", "score") if k not in obj]
+        raise SpectrumKDError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
+    score = obj["score"]
+    if isinstance(score, bool) or not isinstance(score, (int, float)):
+        raise SpectrumKDError(f"{path}:{lineno}: score must be a number, got {score!r:.40} "
+                              f"(id {obj['id']!r:.40})")
+    if finite and not np.isfinite(score):
+        raise SpectrumKDError(f"{path}:{lineno}: score {score} is not finite (id {obj['id']!r:.40})")
+    return obj["id"], float(score)
+
+
 def read_scores(path: str | Path) -> ScoresFile:
     """Read a scores JSON Lines file; the header line is optional.
 
@@ -102,16 +124,9 @@ def read_scores(path: str | Path) -> ScoresFile:
                 raise SpectrumKDError(f"{path}:{lineno}: header line must be the first line")
             header = obj
             continue
-        if "id" not in obj or "score" not in obj:
-            missing = [k for k in ("id", "score") if k not in obj]
-            raise SpectrumKDError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
-        score = obj["score"]
-        if isinstance(score, bool) or not isinstance(score, (int, float)):
-            raise SpectrumKDError(
-                f"{path}:{lineno}: score must be a number, got {score!r} (id {obj['id']!r})"
-            )
-        ids.append(obj["id"])
-        scores.append(float(score))
+        rid, score = score_row(obj, path, lineno)
+        ids.append(rid)
+        scores.append(score)
     if not ids:
         raise SpectrumKDError(f"{path}: no scores (empty file or header only)")
     arr = validate_scores(ids, scores, source=str(path))

@@ -7,7 +7,8 @@ going, rows are appended in processing order and flushed per batch, so an interr
 valid partial file; a complete run rewrites the file atomically in dataset order. A file is reused
 or resumed only when every header field except ``model``, ``created`` and ``version`` matches.
 A torn last line (a crash mid-write) is ignored and cut off on resume. Bytes that are not UTF-8,
-lines that are not JSON and rows without ``id``/``score`` are one-line errors naming file and line.
+lines that are not JSON, rows without ``id``/``score``, and a score that is not a finite number
+(``true``, NaN: an edited file) are one-line errors naming file and line.
 Writers of one scores file take its lock (:func:`spectrumkd.fileio.file_lock`) for the run.
 
 Reading for the curriculum is :func:`spectrumkd.curriculum.read_scores`; this module never writes NaN.
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from spectrumkd import SpectrumKDError, __version__
+from spectrumkd.curriculum.scores import score_row
 from spectrumkd.fileio import atomic_write_text
 from spectrumkd.jsonl import has_torn_tail, iter_jsonl
 
@@ -86,9 +88,10 @@ def read_partial(path: str | Path) -> tuple[dict | None, dict, bool]:
         if lineno == 1 and obj.get("spectrumkd") == "scores":
             header = obj
             continue
-        if "id" not in obj or "score" not in obj:
-            raise SpectrumKDError(f"{path}:{lineno}: expected {{'id': ..., 'score': ...}}")
-        scores[obj["id"]] = obj["score"]
+        rid, score = score_row(obj, path, lineno, finite=True)
+        if type(rid) not in (str, int):
+            raise SpectrumKDError(f"{path}:{lineno}: id {rid!r:.40} is neither a string nor an integer")
+        scores[rid] = score
     return header, scores, torn
 
 

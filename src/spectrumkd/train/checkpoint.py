@@ -29,6 +29,7 @@ This module does not decide when to save (:mod:`spectrumkd.train.loop` does).
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -66,11 +67,58 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str) -> TrainState:
+        """The state in ``data``, checked: every field of its type and range, and the counters
+        consistent with each other (an edited file is refused, never trusted)."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise SpectrumKDError(f"{source}: unknown train-state fields {unknown}")
-        return cls(**data)
+        for name, value in data.items():
+            kind = _STATE_TYPES[name]
+            ok = (value is None and name in _OPTIONAL) or (
+                isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)))
+            if ok and isinstance(value, float) and not math.isfinite(value):
+                ok = False
+            if ok and kind is int and value is not None and value < (1 if name == "epoch" else 0):
+                ok = False
+            if not ok:
+                raise SpectrumKDError(f"{source}: {name} = {value!r:.40} is not a valid value")
+        state = cls(**{k: float(v) if _STATE_TYPES[k] == (int, float) and v is not None else v
+                       for k, v in data.items()})
+        problems = []
+        if state.step_in_epoch > state.global_step:
+            problems.append("step_in_epoch exceeds global_step")
+        if state.best_generation is not None and not 1 <= state.best_generation <= state.generation:
+            problems.append("best_generation is not an earlier or this generation")
+        if (state.best_score is None) != (state.best_epoch is None):
+            problems.append("best_score and best_epoch must be set together")
+        if state.best_epoch is not None and state.best_epoch >= state.epoch:
+            problems.append("best_epoch is not a finished epoch")
+        if state.finished and state.step_in_epoch:
+            problems.append("finished, yet steps into an epoch")
+        if problems:
+            raise SpectrumKDError(f"{source}: inconsistent train state ({'; '.join(problems)})")
+        return state
+
+    def check_against(self, steps_per_epoch: list[int], *, source: str) -> None:
+        """Refuse a state that does not fit the plan being trained (``steps_per_epoch`` of it):
+        an epoch beyond the plan's, a step beyond its epoch, ``finished`` before the end. (The
+        global step is not matched exactly: another process count changes the steps per epoch.)"""
+        n = len(steps_per_epoch)
+        if self.epoch > n + 1:
+            raise SpectrumKDError(f"{source}: epoch {self.epoch} is beyond the plan's {n} epochs")
+        if self.epoch <= n and self.step_in_epoch > steps_per_epoch[self.epoch - 1]:
+            raise SpectrumKDError(f"{source}: step {self.step_in_epoch} of epoch {self.epoch}, "
+                                  f"which has {steps_per_epoch[self.epoch - 1]} steps")
+        if self.finished != (self.epoch == n + 1):
+            raise SpectrumKDError(f"{source}: finished = {self.finished} at epoch {self.epoch} of a "
+                                  f"{n}-epoch plan")
+
+
+_STATE_TYPES = {"epoch": int, "step_in_epoch": int, "global_step": int, "best_score": (int, float),
+                "best_epoch": int, "finished": bool, "generation": int, "best_generation": int,
+                "epoch_loss_sum": (int, float)}
+_OPTIONAL = {"best_score", "best_epoch", "best_generation"}
 
 
 def _stage(name: str) -> None:
@@ -248,7 +296,13 @@ def load_checkpoint(
     missing = [n for n in needed if not (folder / n).is_file()]
     if missing:
         raise SpectrumKDError(f"{folder}: not a spectrumkd checkpoint ({', '.join(missing)} missing)")
-    saved = load_file(str(folder / "trainable.safetensors"))
+    state = TrainState.from_dict(read_json(folder / STATE_FILE, what="train state"),
+                                 source=str(folder / STATE_FILE))
+    number = _generation_number(folder)
+    if number is not None and state.generation != number:
+        raise SpectrumKDError(f"{folder / STATE_FILE}: generation {state.generation} is not the "
+                              f"folder's ({folder.name})")
+    saved = _read_tensors(folder / "trainable.safetensors")
     params = dict(model.named_parameters())
     expected = {n for n, p in params.items() if p.requires_grad}
     if set(saved) != expected:
@@ -258,6 +312,8 @@ def load_checkpoint(
             f"{folder}: checkpoint does not fit this model (missing {missing}, unexpected {extra}); "
             "was it written with another student or LoRA setting?"
         )
+    _check_tensors(saved, {n: tuple(p.shape) for n, p in params.items() if n in saved},
+                   folder / "trainable.safetensors")
     if _sharded(model):
         from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
@@ -275,16 +331,64 @@ def load_checkpoint(
         raise SpectrumKDError(
             f"{folder / 'state.pt'}: refused to load (not plain optimizer state: {first[:160]})"
         ) from None
-    if optimizer is not None and blob.get("optimizer_keys") == "names":  # written sharded
-        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+    try:
+        _check_optimizer_blob(blob)
+        if optimizer is not None and blob.get("optimizer_keys") == "names":  # written sharded
+            from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
-        set_optimizer_state_dict(model, optimizer, blob["optimizer"], options=_full_options())
-    elif optimizer is not None:
-        optimizer.load_state_dict(blob["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(blob["scheduler"])
+            set_optimizer_state_dict(model, optimizer, blob["optimizer"], options=_full_options())
+        elif optimizer is not None:
+            optimizer.load_state_dict(blob["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(blob["scheduler"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise SpectrumKDError(f"{folder / 'state.pt'}: not this run's optimizer and schedule "
+                              f"state ({first})") from None
     if restore_rng and (folder / f"rng-{rank}.json").is_file():
         plain = read_json(folder / f"rng-{rank}.json", what="RNG state")
-        set_rng_state(plain, load_file(str(folder / f"rng-{rank}.safetensors")))
-    return TrainState.from_dict(read_json(folder / STATE_FILE, what="train state"),
-                                source=str(folder / STATE_FILE))
+        tensors = _read_tensors(folder / f"rng-{rank}.safetensors")
+        try:
+            set_rng_state(plain, tensors)
+        except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as exc:
+            first = " ".join(str(exc).split())[:160] or type(exc).__name__
+            raise SpectrumKDError(f"{folder}/rng-{rank}.*: not a valid RNG state ({first})") from None
+    return state
+
+
+def _generation_number(folder: Path) -> int | None:
+    """N of a ``gen-N`` folder (the link ``last`` resolves to one); None for other names."""
+    name = folder.resolve().name
+    return int(name[4:]) if name.startswith("gen-") and name[4:].isdigit() else None
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; a truncated or corrupt file is a one-line error."""
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SpectrumKDError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def _check_tensors(saved: dict[str, torch.Tensor], shapes: dict[str, tuple], path: Path) -> None:
+    """Every tensor of the model's shape and finite (an edited or NaN-poisoned file is refused)."""
+    for name, tensor in saved.items():
+        if tuple(tensor.shape) != shapes[name]:
+            raise SpectrumKDError(f"{path}: {name} has shape {tuple(tensor.shape)}, the model's is "
+                                  f"{shapes[name]}")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise SpectrumKDError(f"{path}: {name} holds NaN or infinite values; resume from an "
+                                  "earlier checkpoint or start afresh")
+
+
+def _check_optimizer_blob(blob) -> None:
+    """``state.pt`` holds the two state dicts, with finite tensors only."""
+    if not isinstance(blob, dict) or "optimizer" not in blob or "scheduler" not in blob:
+        raise ValueError("expected a dict with 'optimizer' and 'scheduler'")
+    for param_state in blob["optimizer"].get("state", {}).values():
+        for key, value in param_state.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(
+                    torch.isfinite(value).all()):
+                raise ValueError(f"optimizer state {key!r} holds NaN or infinite values")

@@ -61,7 +61,7 @@ from torch.utils.data import Sampler
 from transformers import TrainerCallback
 
 from spectrumkd import SpectrumKDError
-from spectrumkd.train.sampler import check_epoch, epoch_order, plan_index
+from spectrumkd.train.sampler import check_epoch, epoch_order, plan_index, require_plan
 
 __all__ = [
     "AppliedEpoch",
@@ -300,6 +300,7 @@ class CurriculumTrainerMixin:
         tau_squared: bool = True,
         **kwargs,
     ) -> None:
+        require_plan(plan)
         sizes = set(plan.subset_sizes())
         if len(sizes) != 1:
             raise SpectrumKDError(

@@ -295,7 +295,7 @@ def prepare(sections: LoopConfig, *, student, tokenizer, examples, plan, teacher
     trainable = _prepare_models(sections.optim, student, teacher, accelerator,
                                 total_steps=sum(steps_per_epoch))
     rd = RunDir(run_dir) if run_dir is not None else None
-    state = _start_state(rd, trainable, accelerator, resume=resume)
+    state = _start_state(rd, trainable, accelerator, resume=resume, steps_per_epoch=steps_per_epoch)
     metrics, bar = _books(sections.options, rd, accelerator.is_main_process,
                           total_steps=sum(steps_per_epoch), done=state.global_step)
     return Loop(
@@ -351,8 +351,10 @@ def _prepare_models(optim: OptimConfig, student, teacher, accelerator, *, total_
                      optimizer=optimizer, scheduler=scheduler)
 
 
-def _start_state(rd: RunDir | None, trainable: Trainable, accelerator, *, resume: bool) -> TrainState:
-    """A fresh state (refusing a run directory with checkpoints) or the newest complete one's."""
+def _start_state(rd: RunDir | None, trainable: Trainable, accelerator, *, resume: bool,
+                 steps_per_epoch: list[int]) -> TrainState:
+    """A fresh state (refusing a run directory with checkpoints) or the newest complete one's,
+    which must fit the plan (``steps_per_epoch``)."""
     state = TrainState()
     is_main = accelerator.is_main_process
     if resume:
@@ -361,6 +363,7 @@ def _start_state(rd: RunDir | None, trainable: Trainable, accelerator, *, resume
             raise SpectrumKDError(f"--resume: no complete checkpoint in {rd.checkpoints if rd else None}")
         state = load_checkpoint(found, model=trainable.unwrapped, optimizer=trainable.optimizer,
                                 scheduler=trainable.scheduler, rank=accelerator.process_index)
+        state.check_against(steps_per_epoch, source=str(found / "train_state.json"))
         if is_main:
             rd.repair_links()  # a kill may have come between a commit and the links
             print(f"resuming from {found} (epoch {state.epoch}, {state.step_in_epoch} steps into it, "
@@ -441,6 +444,10 @@ def train_step(loop: Loop, chunk: list[int], *, epoch: int, temperature: float, 
     if loop.sections.optim.grad_clip is not None:
         grad_norm = acc.clip_grad_norm_(loop.trainable.params, loop.sections.optim.grad_clip)
     loss = float(sums[0])
+    if not math.isfinite(loss):  # every process holds the same reduced sum: all stop here
+        raise SpectrumKDError(
+            f"{where}: the loss is {loss}; stopped before the update, the last checkpoint is "
+            "untouched (lower optim.lr, or check the data and the student's weights)")
     lr = _update(loop, loss)
     loop.result.losses.append(loss)
     dt = time.perf_counter() - t0

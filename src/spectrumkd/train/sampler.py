@@ -62,6 +62,16 @@ def check_epoch(plan, epoch: int, *, hint: str = "") -> None:
         )
 
 
+def require_plan(plan) -> None:
+    """Refuse anything but a :class:`~spectrumkd.curriculum.Plan` with a one-line error (a plan
+    read with ``json.load`` is a dict: ``Plan.from_dict`` validates it first)."""
+    from spectrumkd.curriculum import Plan
+
+    if not isinstance(plan, Plan):
+        hint = "; build it with Plan.from_dict(...) or Plan.load(path)" if isinstance(plan, dict) else ""
+        raise SpectrumKDError(f"expected a spectrumkd Plan, got {type(plan).__name__}{hint}")
+
+
 def plan_index(plan, dataset_ids: Sequence) -> dict:
     """Map every id the plan uses to its position in ``dataset_ids``.
 
@@ -78,6 +88,7 @@ def plan_index(plan, dataset_ids: Sequence) -> dict:
     ...
     spectrumkd.SpectrumKDError: the plan uses 1 id(s) that are not in the dataset: ['c']
     """
+    require_plan(plan)
     position = {i: n for n, i in enumerate(dataset_ids)}
     if len(position) != len(dataset_ids):
         raise SpectrumKDError("the dataset has repeated example ids")

@@ -239,11 +239,16 @@ def build_student(cfg: StudentConfig, out: str | Path | None = None, *, overwrit
     tokenizer = load_tokenizer(spec, gguf_file=gguf)
     fingerprint = model_fingerprint(teacher)
     if cfg.keep is None:  # the same student as the explicit number: one cache entry, one card
-        cfg = replace(cfg, keep=default_keep(teacher.config.num_hidden_layers))
+        n = teacher.config.num_hidden_layers
+        every = cfg.method == "every" and cfg.every is not None
+        cfg = replace(cfg, keep=len(range(0, n, cfg.every)) if every else default_keep(n))
     folder = cache_dir() / "students" / f"{Path(spec).name}-{_cache_key(cfg, fingerprint)}"
     if use_cache and (folder / CARD).is_file():
-        _log(f"reusing the cached build {folder}")
-        return _deliver(folder, out)
+        problem = entry_problem(folder)
+        if problem is None:
+            _log(f"reusing the cached build {folder}")
+            return _deliver(folder, out)
+        _log(f"the cached build {folder} is not intact ({problem}); building it again")
 
     calib = _examples(cfg.calibration, tokenizer, cfg, cfg.calibration_rows)
     work = folder.with_name(folder.name + ".work")  # what an interrupted build keeps
@@ -329,6 +334,7 @@ def _save_build(folder: Path, student, tokenizer, card: dict) -> None:
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     save_model(student, tmp, tokenizer=tokenizer)
+    card = {**card, "files": _digests(tmp)}  # checked before every reuse (entry_problem)
     (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     if folder.exists():
         shutil.rmtree(folder)
@@ -336,10 +342,56 @@ def _save_build(folder: Path, student, tokenizer, card: dict) -> None:
     _log(f"built {folder} in {card['seconds']:.0f} s")
 
 
+def _digests(folder: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under ``folder`` but the card."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if rel != CARD and path.is_file() and not path.is_symlink():
+            h = hashlib.sha256()
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    h.update(block)
+            out[rel] = h.hexdigest()
+    return out
+
+
+PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+"""Weight files that are loaded by unpickling: a cache entry holding one is not used."""
+
+
+def entry_problem(folder: Path) -> str | None:
+    """Why the cached build ``folder`` may not be used, or None when it is intact: only regular
+    files and folders (no symlinks, which could point anywhere), ``config.json`` and safetensors
+    weights, no pickle weights, and every file's sha256 as its card records it."""
+    from spectrumkd.fileio import read_json
+
+    for path in folder.rglob("*"):
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            return f"{path.relative_to(folder)} is a link or a special file"
+    try:
+        card = read_json(folder / CARD, what="student card")
+    except SpectrumKDError as exc:
+        return str(exc)
+    recorded = card.get("files")
+    if not isinstance(recorded, dict):
+        return "its card records no file digests (built by an older spectrumkd)"
+    names = set(recorded)
+    if "config.json" not in names:
+        return "no config.json"
+    if any(n.endswith(PICKLE_WEIGHTS) for n in names) or not any(n.endswith(".safetensors") for n in names):
+        return "its weights are not (only) safetensors"
+    actual = _digests(folder)
+    if set(actual) != names:
+        return f"files differ from its card ({sorted(set(actual) ^ names)[:3]})"
+    changed = sorted(n for n in names if actual[n] != recorded[n])
+    return f"{changed[0]} was changed after the build" if changed else None
+
+
 def _deliver(folder: Path, out: Path | None) -> Path:
     if out is None:
         return folder
     if out.exists():
         shutil.rmtree(out)
-    shutil.copytree(folder, out)
+    shutil.copytree(folder, out, symlinks=True)  # entry_problem refused links; never follow one
     return out

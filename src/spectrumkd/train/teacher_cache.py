@@ -55,6 +55,56 @@ FORMAT = 2
 _NP_DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
+def _load_array(path: Path) -> np.ndarray:
+    """A memory-mapped ``.npy`` (never unpickled); a missing, cut-short or foreign file is a
+    one-line error."""
+    if path.is_symlink() or not path.is_file():
+        raise SpectrumKDError(f"{path}: missing or not a regular file (a teacher cache array)")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise SpectrumKDError(f"{path}: not a readable .npy array ({exc})") from None
+
+
+def _check_header(header: dict, index: Path) -> None:
+    """``index.json``'s fields of the right types, and its example table inside ``n_tokens``."""
+    ints = ("k", "k_requested", "vocab_size", "n_tokens")
+    bad = [k for k in ints if not isinstance(header.get(k), int) or isinstance(header.get(k), bool)
+           or header[k] < (0 if k == "n_tokens" else 1)]
+    if bad or header.get("dtype") not in _NP_DTYPES or not isinstance(header.get("examples"), list):
+        what = bad or ["dtype" if header.get("dtype") not in _NP_DTYPES else "examples"]
+        raise SpectrumKDError(f"{index}: invalid teacher cache index ({', '.join(what)})")
+    seen = set()
+    for row in header["examples"]:
+        ok = isinstance(row, list) and len(row) == 3 and all(
+            isinstance(x, int) and not isinstance(x, bool) for x in row[1:])
+        if not ok or not isinstance(row[0], (str, int)) or row[1] < 0 or row[2] < 0 or (
+                row[1] + row[2] > header["n_tokens"]) or row[0] in seen:
+            raise SpectrumKDError(f"{index}: invalid example entry {row!r:.80}")
+        seen.add(row[0])
+
+
+def _check_arrays(folder: Path, header: dict, ids, logprobs, tail) -> None:
+    """The arrays' dtypes and width, token ids inside the vocabulary, log-probabilities not NaN
+    and at most 0 (an edited or corrupt cache is refused; the pass reads it once)."""
+    if ids.dtype != np.int32 or logprobs.dtype != _NP_DTYPES[header["dtype"]] or tail.dtype != np.float32:
+        raise SpectrumKDError(f"{folder}: array dtypes {ids.dtype}/{logprobs.dtype}/{tail.dtype} "
+                              f"are not int32/{header['dtype']}/float32")
+    if ids.ndim != 2 or ids.shape[1] != header["k"]:
+        raise SpectrumKDError(f"{folder}: arrays hold {ids.shape[1:]} ids per token, not k={header['k']}")
+    rows = 1 << 16
+    for start in range(0, ids.shape[0], rows):
+        part = slice(start, start + rows)
+        block_ids, block_lp, block_tail = ids[part], logprobs[part], tail[part]
+        if block_ids.size and (block_ids.min() < 0 or block_ids.max() >= header["vocab_size"]):
+            raise SpectrumKDError(f"{folder}: token ids outside the vocabulary (rows from {start})")
+        for name, block in ((_LOGPROBS, block_lp), (_TAIL, block_tail)):
+            # -inf is a token (or tail) the teacher gives no mass; rounding may pass 0 slightly
+            if bool(np.isnan(block).any()) or bool((block > 1e-3).any()):
+                raise SpectrumKDError(f"{folder / name}: NaN or positive log-probabilities (rows "
+                                      f"from {start})")
+
+
 def response_positions(labels: Sequence[int]) -> int:
     """Number of scored positions of one example: shifted labels that are not -100.
 
@@ -92,13 +142,13 @@ class TeacherCache:
                 f"{folder}: teacher cache format {header.get('format', 1)} (this spectrumkd writes "
                 f"{FORMAT}: the teacher's tail mass); delete the folder to rebuild it"
             )
-        ids = np.load(folder / _IDS, mmap_mode="r")
-        logprobs = np.load(folder / _LOGPROBS, mmap_mode="r")
-        tail = np.load(folder / _TAIL, mmap_mode="r")
+        _check_header(header, index)
+        ids, logprobs, tail = (_load_array(folder / name) for name in (_IDS, _LOGPROBS, _TAIL))
         if ids.shape != logprobs.shape or ids.shape[0] != header["n_tokens"] or tail.shape != ids.shape[:1]:
             raise SpectrumKDError(
                 f"{folder}: array shapes {ids.shape}/{logprobs.shape}/{tail.shape} disagree with {_INDEX}"
             )
+        _check_arrays(folder, header, ids, logprobs, tail)
         return cls(folder, header, ids, logprobs, tail)
 
     def __contains__(self, example_id) -> bool:
