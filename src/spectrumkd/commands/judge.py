@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 
+from spectrumkd.commands.options import positive_seconds
+
 HELP = "LLM-as-a-judge winning rate of one eval run over a baseline run (both orders, ties half)."
 
 
@@ -39,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retries", type=int, help="retries per verdict after a failure (default 5)")
     p.add_argument("--backoff", type=float,
                    help="seconds before the first retry, doubling each time (default 2)")
-    p.add_argument("--timeout", type=float, help="seconds per HTTP request (default 120)")
+    p.add_argument("--timeout", type=positive_seconds, help="seconds per HTTP request (default 120)")
     p.add_argument("--data", help="the evaluation file both runs answered, when its recorded "
                    "path has moved (one set)")
     p.add_argument("--data-root", help="folder holding {set}/valid.jsonl etc.")

@@ -12,13 +12,15 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import math
 import os
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_field_options", "field_docs", "fields_from_args", "out_file", "positive_int"]
+__all__ = ["add_field_options", "field_docs", "fields_from_args", "non_negative_int", "out_file",
+           "positive_int", "positive_seconds"]
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -43,6 +45,28 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0 (``nan`` and ``inf`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {text!r}")
     return value
 
 

@@ -14,7 +14,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from spectrumkd.commands.options import out_file, positive_int
+from spectrumkd.commands.options import non_negative_int, out_file, positive_int
 
 HELP = "Score every training example's difficulty with the untrained student (one forward pass)."
 
@@ -43,17 +43,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="prompt template (default dolly: the paper's Figure 5 / MiniLLM)")
     p.add_argument("--few-shot", default=None, metavar="FILE",
                    help="math template: draw few-shot examples from this training file")
-    p.add_argument("--num-shots", type=int, default=8, help="few-shot examples (default 8)")
+    p.add_argument("--num-shots", type=non_negative_int, default=8, help="few-shot examples (default 8)")
     p.add_argument("--metric", default="ce", choices=METRICS,
                    help="difficulty metric (default ce)")
     p.add_argument("--reduction", default="mean", choices=REDUCTIONS,
                    help="per-example reduction over response tokens (default mean)")
     p.add_argument("--batch-tokens", type=positive_int, default=4096,
                    help="padded tokens per batch, rows × longest (default 4096)")
-    p.add_argument("--max-prompt-length", type=int, default=256, help="drop longer prompts (256)")
-    p.add_argument("--max-length", type=int, default=512, help="drop longer examples (512)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="rougel: greedy answer length")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N rows")
+    p.add_argument("--max-prompt-length", type=positive_int, default=256, help="drop longer prompts (256)")
+    p.add_argument("--max-length", type=positive_int, default=512, help="drop longer examples (512)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="rougel: greedy answer length")
+    p.add_argument("--limit", type=positive_int, default=None, help="use only the first N rows")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16", "fp32", "bf16", "fp16"],
                    help="model dtype (default float32; bf16 only pays on a GPU)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")

@@ -23,7 +23,7 @@ from spectrumkd.curriculum.baselines import (
 )
 from spectrumkd.curriculum.plan import EpochPlan, Plan
 from spectrumkd.curriculum.schedule import window_starts
-from spectrumkd.curriculum.spec import KINDS, PlanSpec, spec_from_keywords
+from spectrumkd.curriculum.spec import KINDS, MAX_EPOCHS, PlanSpec, spec_from_keywords
 from spectrumkd.curriculum.spectrum import Spectrum, build_spectrum
 from spectrumkd.curriculum.temperature import temperatures
 
@@ -84,6 +84,8 @@ def make_plan_from_spec(spec: PlanSpec, ids: list, scores) -> Plan:
     kind = spec.resolved_kind()
     lambda_a, lambda_b = spec.lambdas()
     epochs, tau0, taun = spec.epochs, spec.tau0, spec.taun
+    if not 1 <= epochs <= MAX_EPOCHS:
+        raise SpectrumKDError(f"epochs must be in [1, {MAX_EPOCHS}], got {epochs}")
     params: dict = {"tau0": tau0, "taun": taun, "temperature_schedule": spec.temperature_schedule}
     if lambda_a == "auto" or lambda_b == "auto":
         with warnings.catch_warnings(record=True) as caught:

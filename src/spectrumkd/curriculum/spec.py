@@ -27,8 +27,11 @@ from spectrumkd import SpectrumKDError
 from spectrumkd.curriculum.schedule import DIRECTIONS, STEPS
 from spectrumkd.curriculum.temperature import SCHEDULES
 
-__all__ = ["KEYWORD_NAMES", "KINDS", "KIND_ALIASES", "SHUFFLED_KINDS", "PlanSpec", "plan_keywords",
-           "spec_from_keywords"]
+__all__ = ["KEYWORD_NAMES", "KINDS", "KIND_ALIASES", "MAX_EPOCHS", "SHUFFLED_KINDS", "PlanSpec",
+           "plan_keywords", "spec_from_keywords"]
+
+MAX_EPOCHS = 10_000
+"""The most epochs a plan may have (the paper trains 25; a plan lists every epoch)."""
 
 KINDS = ("spectrumkd", "full", "static", "babystep", "onepass", "random-window", "curated-shuffle")
 SHUFFLED_KINDS = ("random-window", "curated-shuffle")

@@ -119,9 +119,12 @@ def choose_layers(model, batches: Iterable[dict] | None, *, keep: int, method: s
         raise SpectrumKDError(f"unknown pruning method {method!r}; use one of {METHODS}")
     if method == "every":
         stride = every if every is not None else math.ceil(total / keep)
-        if stride < 1:
-            raise SpectrumKDError(f"every={stride} must be >= 1")
+        if stride < 2:
+            raise SpectrumKDError(f"every={stride} must be >= 2 (1 keeps every layer)")
         kept = list(range(0, total, stride))
+        if every is not None and len(kept) != keep:
+            raise SpectrumKDError(f"every={every} keeps {len(kept)} of the {total} layers, not "
+                                  f"keep={keep}; give the stride or the number to keep")
         return LayerChoice(method, kept, sorted(set(range(total)) - set(kept)), [])
     if not 1 <= keep < total:
         raise SpectrumKDError(f"keep={keep} must be in [1, {total}) for a {total}-layer model")

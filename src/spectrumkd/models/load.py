@@ -76,8 +76,26 @@ def _from_pretrained(auto_class, what: str, spec: str, gguf_file: str | None, **
         kwargs["gguf_file"] = gguf_file
     try:
         return auto_class.from_pretrained(source, **kwargs), gguf_file
-    except OSError as exc:
-        raise SpectrumKDError(f"cannot load {what} {spec!r}: {exc}") from exc
+    except Exception as exc:
+        if not _broken_model(exc):
+            raise
+        first = " ".join(str(exc).split())[:300] or type(exc).__name__
+        if isinstance(exc, KeyError):
+            first = f"a file is malformed (no key {first})"
+        raise SpectrumKDError(f"cannot load {what} {spec!r}: {first}") from exc
+
+
+def _broken_model(exc: Exception) -> bool:
+    """Whether ``from_pretrained`` failed on a missing or broken model, not on a bug: unreadable
+    files or a failed download (OSError), no ``config.json`` or a bad one (ValueError,
+    huggingface_hub's config validation), weights cut short (SafetensorError), a corrupt
+    ``tokenizer.json`` (ValueError, KeyError, or the plain ``Exception`` the tokenizers library
+    raises), a file that is not GGUF (ValueError)."""
+    from huggingface_hub.errors import StrictDataclassError
+    from safetensors import SafetensorError
+
+    known = (OSError, ValueError, KeyError, SafetensorError, StrictDataclassError)
+    return isinstance(exc, known) or type(exc) is Exception
 
 
 def load_model(

@@ -184,13 +184,20 @@ def _parse_tiny_spec(spec: str) -> dict:
     body = spec[len(TINY_PREFIX) :]
     arch, _, query = body.partition("?")
     kwargs: dict = {"arch": arch}
-    allowed = {"layers", "hidden", "seed", "heads", "vocab_size", "max_positions"}
     for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
-        if key not in allowed:
-            raise SpectrumKDError(f"{spec}: unknown option {key!r}; use {sorted(allowed)}")
+        if key not in TINY_RANGES:
+            raise SpectrumKDError(f"{spec}: unknown option {key!r}; use {sorted(TINY_RANGES)}")
         try:
             kwargs[key] = int(value)
         except ValueError as exc:
             raise SpectrumKDError(f"{spec}: option {key}={value!r} is not an integer") from exc
+        low, high = TINY_RANGES[key]
+        if not low <= kwargs[key] <= high:  # bounded, so that a typo is not a MemoryError
+            raise SpectrumKDError(f"{spec}: option {key}={kwargs[key]} must be in [{low}, {high}]")
     return kwargs
+
+
+TINY_RANGES = {"layers": (1, 64), "hidden": (1, 4096), "heads": (1, 256), "seed": (0, 2**63 - 1),
+               "vocab_size": (TINY_VOCAB_SIZE, 1 << 20), "max_positions": (1, 1 << 16)}
+"""The values a ``tiny-random:`` spec's options may take (the vocabulary holds the tiny tokenizer's)."""
 

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from spectrumkd import SpectrumKDError, configfile
-from spectrumkd.curriculum.spec import PlanSpec
+from spectrumkd.curriculum.spec import MAX_EPOCHS, PlanSpec
 from spectrumkd.fileio import atomic_write_text
 from spectrumkd.losses.objective import DIVERGENCES
 from spectrumkd.scoring.metrics import METRICS, REDUCTIONS
@@ -55,6 +55,10 @@ LOSS_MODES = ("sft", "kd", "gkd")
 def _check_choice(section: str, name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise SpectrumKDError(f"{section}.{name}: {value!r} is not one of {', '.join(choices)}")
+
+
+MAX_SEED = 2**63 - 1
+"""Seeds are in ``[0, MAX_SEED]`` (what ``torch.manual_seed`` and numpy take without wrapping)."""
 
 
 def _check_range(
@@ -150,7 +154,7 @@ class CurriculumConfig(PlanSpec):
         for f in dataclasses.fields(self):
             if "choices" in f.metadata:
                 _check_choice("curriculum", f.name, getattr(self, f.name), f.metadata["choices"])
-        _check_range("curriculum", "epochs", self.epochs, 1)
+        _check_range("curriculum", "epochs", self.epochs, 1, MAX_EPOCHS)
         _check_range("curriculum", "warmup_epochs", self.warmup_epochs, 0)
         _check_range("curriculum", "batch_tokens", self.batch_tokens, 1)
         for name, high in (("lambda_a", 0.5), ("lambda_b", 1.0)):
@@ -374,7 +378,7 @@ class RunConfig:
         _check_range("run", "log_every", self.log_every, 1)
         if self.save_every_steps is not None:
             _check_range("run", "save_every_steps", self.save_every_steps, 1)
-        _check_range("run", "seed", self.seed, 0, 2**63 - 1)
+        _check_range("run", "seed", self.seed, 0, MAX_SEED)
         if not self.output_dir.strip():
             raise SpectrumKDError("output_dir is empty; name a run directory (e.g. runs/my-run)")
         if self.student.spec is None and self.student.prune_layers is None:
