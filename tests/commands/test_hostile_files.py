@@ -245,3 +245,38 @@ def test_duplicate_key_in_a_run_config_is_refused(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({**TINY, "output_dir": str(tmp_path / "run")}) + "seed: 4\nseed: 5\n")
     one_line(capsys, ["distill", "--config", cfg], "duplicate key 'seed'")
+
+
+@pytest.mark.parametrize("how", ["params-agree", "params-edited", "params-removed"])
+def test_a_user_plan_with_other_epochs_than_the_config_is_refused(config, tmp_path, capsys, how):
+    from spectrumkd.curriculum import make_plan
+
+    plan = make_plan("full", [f"x{i}" for i in range(12)], [float(i) for i in range(12)], epochs=5)
+    data = plan.to_dict()
+    if how == "params-edited":  # the file says 2 epochs (the config's) but lists 5
+        data["params"]["epochs"] = 2
+    elif how == "params-removed":
+        del data["params"]["epochs"]
+    (tmp_path / "P").mkdir()
+    (tmp_path / "P" / "plan.json").write_text(json.dumps(data))
+    needle = "lists 5 epochs" if how == "params-edited" else "epochs 5 in the plan, 2 in the config"
+    one_line(capsys, ["distill", "--config", config], needle)
+    assert sorted(p.name for p in (tmp_path / "P").iterdir()) == ["plan.json"]
+
+
+def test_disk_full_while_eval_writes_is_one_line(tmp_path, capsys, monkeypatch):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "instruction": "say hi", "output": "hi"})
+                            + "\n" for i in range(3)))
+    comp = tmp_path / "c.jsonl"
+    comp.write_text("".join(json.dumps({"id": f"q{i}", "completion": "hi"}) + "\n" for i in range(3)))
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", full)  # every durable write (appends and atomic replaces)
+    rc = main([str(a) for a in ["eval", "--completions", comp, "--sets", "dolly", "--data", data,
+                                "--no-panel", "--out", tmp_path / "e"]])
+    lines = capsys.readouterr().err.splitlines()  # progress lines, then the error
+    assert rc == 2 and lines[-1] == ("spectrumkd eval: error: No space left on device (free some "
+                                     "space and rerun)"), lines

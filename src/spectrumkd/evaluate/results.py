@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def read_generations(path: str | os.PathLike, header: dict) -> list[dict]:
             continue
         try:
             obj = json.loads(raw)
-        except ValueError:  # not JSON, or not UTF-8
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, too long or too deep
             if complete:
                 raise SpectrumKDError(f"{path}:{line_no}: corrupt line") from None
             break
@@ -92,6 +93,7 @@ def read_generations(path: str | os.PathLike, header: dict) -> list[dict]:
                     " use another --out or delete the file"
                 )
         else:
+            _check_row(obj, f"{path}:{line_no}")
             rows.append(obj)
         good_bytes = offset
     if good_bytes < len(data):
@@ -100,6 +102,18 @@ def read_generations(path: str | os.PathLike, header: dict) -> list[dict]:
     if good_bytes == 0:
         path.unlink()
     return rows
+
+
+def _check_row(obj, where: str) -> None:
+    """A resumed row is an object with an ``id`` and, where it has one, a finite number as its
+    ``score`` (an edited ``NaN`` or ``true`` would flow into the set's metric)."""
+    if not isinstance(obj, dict) or "id" not in obj:
+        raise SpectrumKDError(f"{where}: not a generations row (an object with an id)")
+    score = obj.get("score")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))
+                              or not math.isfinite(score)):
+        raise SpectrumKDError(f"{where}: score {score!r:.40} is not a finite number; delete the "
+                              "file to generate the set again")
 
 
 def append_rows(path: str | os.PathLike, header: dict, rows: list[dict]) -> None:

@@ -212,12 +212,27 @@ def math_item(row: dict, item_id: str, where: str) -> EvalItem:
     return EvalItem(id=item_id, prompt=question, references=(solution,), extra=extra)
 
 
+def _check_test_code(test: str, where: str) -> None:
+    """Refuse a task whose test code does not parse: every sample would count as failed."""
+    import ast
+
+    try:
+        ast.parse(test)
+    except (SyntaxError, ValueError, RecursionError) as exc:
+        line = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
+        raise SpectrumKDError(f"{where}: the test code does not parse{line}: "
+                              f"{type(exc).__name__}; fix or remove the task") from None
+
+
 def code_item(row: dict, item_id: str, where: str) -> EvalItem:
     """A code item: HumanEval's ``prompt``/``test``/``entry_point`` or MBPP's ``text``/tests."""
     if "entry_point" in row:
         for key in ("prompt", "test", "entry_point"):
             if not isinstance(row.get(key), str):
                 raise SpectrumKDError(f"{where}: HumanEval row needs a {key!r} string")
+        if not row["entry_point"].isidentifier():
+            raise SpectrumKDError(f"{where}: entry_point {row['entry_point']!r:.60} is not a name")
+        _check_test_code(row["test"], where)
         extra = {"test": row["test"], "entry_point": row["entry_point"], "kind": "humaneval"}
         solution = row.get("canonical_solution", "")
         return EvalItem(id=item_id, prompt=row["prompt"], references=(solution,), extra=extra)
@@ -227,6 +242,7 @@ def code_item(row: dict, item_id: str, where: str) -> EvalItem:
         raise SpectrumKDError(f"{where}: MBPP row needs 'text' and 'test_list'")
     setup = row.get("test_setup_code", "") or ""
     test = setup + "\n" + "\n".join(tests) + "\n"
+    _check_test_code(test, where)
     prompt = f"{text}\nYour code should pass these tests:\n" + "\n".join(tests)
     extra = {"test": test, "entry_point": None, "kind": "mbpp"}
     return EvalItem(id=item_id, prompt=prompt, references=(row.get("code", ""),), extra=extra)
