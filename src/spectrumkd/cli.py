@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 from types import ModuleType
 
@@ -78,6 +79,9 @@ def os_error_line(exc: OSError) -> str:
     'run/plan.json: No space left on device (free some space and rerun)'
     """
     reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, (FileExistsError, NotADirectoryError)) and exc.filename is not None:
+        if os.path.isfile(exc.filename):  # mkdir of an --out that is a file
+            reason = "is a file, where a folder is needed"
     names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
     line = f"{' -> '.join(names)}: {reason}" if names else reason
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):

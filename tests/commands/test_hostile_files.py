@@ -280,3 +280,14 @@ def test_disk_full_while_eval_writes_is_one_line(tmp_path, capsys, monkeypatch):
     lines = capsys.readouterr().err.splitlines()  # progress lines, then the error
     assert rc == 2 and lines[-1] == ("spectrumkd eval: error: No space left on device (free some "
                                      "space and rerun)"), lines
+
+
+def test_an_out_folder_that_is_a_file_is_one_line(tmp_path, capsys):
+    out = tmp_path / "f"
+    out.write_text("mine")
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(yaml.safe_dump({"experiment": {"seeds": [1]}, "run": TINY}))
+    one_line(capsys, ["experiment", "--config", cfg, "--out", out], "is a file, where a folder is needed")
+    one_line(capsys, ["student", "--teacher", "tiny-random:llama?layers=3&hidden=32", "--out", out],
+             "is a file, where a folder is needed")
+    assert out.read_text() == "mine"

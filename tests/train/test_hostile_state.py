@@ -214,3 +214,23 @@ def test_an_intact_entry_passes_and_every_tampering_is_named(entry, tmp_path):
     assert entry_problem(entry) == "no config.json"
     (entry / CARD).write_text("{}")
     assert "no file digests" in entry_problem(entry)
+
+
+def test_a_poisoned_cache_entry_is_built_again_not_delivered(tmp_path, monkeypatch, capsys):
+    from spectrumkd.train.student import StudentConfig, build_student
+
+    monkeypatch.setenv("SPECTRUMKD_CACHE", str(tmp_path / "cache"))
+    cfg = StudentConfig(teacher="tiny-random:llama?layers=4&hidden=32&seed=0", heal_steps=0,
+                        method="every", every=2, calibration_rows=4)
+    first = build_student(cfg, tmp_path / "a")
+    good = (first / "model.safetensors").read_bytes()
+    (entry,) = (tmp_path / "cache" / "students").iterdir()
+    secret = tmp_path / "secret"
+    secret.write_text("root:$6$not-for-students")
+    (entry / "model.safetensors").unlink()
+    (entry / "model.safetensors").symlink_to(secret)
+    capsys.readouterr()
+    again = build_student(cfg, tmp_path / "b")
+    assert "is not intact (model.safetensors is a link" in capsys.readouterr().out
+    assert (again / "model.safetensors").read_bytes() == good
+    assert not (entry / "model.safetensors").is_symlink()
