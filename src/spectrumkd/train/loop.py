@@ -60,7 +60,7 @@ import torch
 
 from spectrumkd import SpectrumKDError
 from spectrumkd.data import Collator, Example
-from spectrumkd.rundir import RunDir
+from spectrumkd.rundir import STATE_FILE, RunDir
 from spectrumkd.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from spectrumkd.train.config import LossConfig, OptimConfig, RunConfig, ValidationConfig
 from spectrumkd.train.metrics import MetricsWriter, progress_bar
@@ -363,7 +363,7 @@ def _start_state(rd: RunDir | None, trainable: Trainable, accelerator, *, resume
             raise SpectrumKDError(f"--resume: no complete checkpoint in {rd.checkpoints if rd else None}")
         state = load_checkpoint(found, model=trainable.unwrapped, optimizer=trainable.optimizer,
                                 scheduler=trainable.scheduler, rank=accelerator.process_index)
-        state.check_against(steps_per_epoch, source=str(found / "train_state.json"))
+        state.check_against(steps_per_epoch, source=str(found / STATE_FILE))
         if is_main:
             rd.repair_links()  # a kill may have come between a commit and the links
             print(f"resuming from {found} (epoch {state.epoch}, {state.step_in_epoch} steps into it, "

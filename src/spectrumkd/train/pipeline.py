@@ -4,9 +4,11 @@ The run directory (DESIGN §7, :class:`spectrumkd.rundir.RunDir`) is checked bef
 written, then locked for the whole run (a second writer gets a one-line error):
 
 - a fresh run needs a directory that is absent, empty, or holds only user inputs
-  (``plan.json``, ``scores.jsonl``); anything else is refused unless ``resume`` (the saved
-  ``config.yaml`` must equal the config) or ``overwrite`` (what distill wrote there is removed
-  first; a user's ``plan.json`` and unknown files stay);
+  (``plan.json``, ``scores.jsonl``) and temporary files a killed writer left; anything else is
+  refused unless ``resume`` (the saved ``config.yaml`` must equal the config; a folder a kill
+  left without one starts afresh) or ``overwrite`` (only of a folder holding a run distill
+  wrote: its files are removed first; a user's ``plan.json`` and unknown files stay);
+- the data and model paths the config names must not be, or lie inside, the run's outputs;
 - ``plan.json`` supplied by a user (e.g. ``spectrumkd plan --baseline babystep``) is used as it
   is and never replaced; its parameters (kind, epochs, warm-up, τ, λ, ...) must agree with the
   config's ``curriculum`` section, and its ids must be in the data. With a user plan, a
