@@ -35,7 +35,15 @@ from spectrumkd.curriculum.builder import make_plan, make_plan_from_spec, spectr
 from spectrumkd.curriculum.plan import EpochPlan, Plan
 from spectrumkd.curriculum.schedule import DIRECTIONS, STEPS, window_starts
 from spectrumkd.curriculum.scores import ScoresFile, read_scores, validate_scores
-from spectrumkd.curriculum.spec import KIND_ALIASES, KINDS, SHUFFLED_KINDS, PlanSpec, plan_keywords
+from spectrumkd.curriculum.spec import (
+    KIND_ALIASES,
+    KINDS,
+    MAX_EPOCHS,
+    MAX_SEED,
+    SHUFFLED_KINDS,
+    PlanSpec,
+    plan_keywords,
+)
 from spectrumkd.curriculum.spectrum import ZONES, Spectrum, build_spectrum
 from spectrumkd.curriculum.temperature import (
     SCHEDULES,
@@ -48,6 +56,8 @@ __all__ = [
     "DIRECTIONS",
     "KINDS",
     "KIND_ALIASES",
+    "MAX_EPOCHS",
+    "MAX_SEED",
     "SCHEDULES",
     "SHUFFLED_KINDS",
     "STEPS",

@@ -27,11 +27,14 @@ from spectrumkd import SpectrumKDError
 from spectrumkd.curriculum.schedule import DIRECTIONS, STEPS
 from spectrumkd.curriculum.temperature import SCHEDULES
 
-__all__ = ["KEYWORD_NAMES", "KINDS", "KIND_ALIASES", "MAX_EPOCHS", "SHUFFLED_KINDS", "PlanSpec",
-           "plan_keywords", "spec_from_keywords"]
+__all__ = ["KEYWORD_NAMES", "KINDS", "KIND_ALIASES", "MAX_EPOCHS", "MAX_SEED", "SHUFFLED_KINDS",
+           "PlanSpec", "plan_keywords", "spec_from_keywords"]
 
 MAX_EPOCHS = 10_000
 """The most epochs a plan may have (the paper trains 25; a plan lists every epoch)."""
+MAX_SEED = 2**63 - 1
+"""Seeds (training, shuffles, tiny models) are in ``[0, MAX_SEED]``: what ``torch.manual_seed``
+and numpy take without wrapping."""
 
 KINDS = ("spectrumkd", "full", "static", "babystep", "onepass", "random-window", "curated-shuffle")
 SHUFFLED_KINDS = ("random-window", "curated-shuffle")

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 import torch
 
 from spectrumkd import SpectrumKDError
+from spectrumkd.curriculum.spec import MAX_SEED
 
 TINY_PREFIX = "tiny-random:"
 TINY_ARCHS = ("llama", "gpt2")
@@ -197,7 +198,7 @@ def _parse_tiny_spec(spec: str) -> dict:
     return kwargs
 
 
-TINY_RANGES = {"layers": (1, 64), "hidden": (1, 4096), "heads": (1, 256), "seed": (0, 2**63 - 1),
+TINY_RANGES = {"layers": (1, 64), "hidden": (1, 4096), "heads": (1, 256), "seed": (0, MAX_SEED),
                "vocab_size": (TINY_VOCAB_SIZE, 1 << 20), "max_positions": (1, 1 << 16)}
 """The values a ``tiny-random:`` spec's options may take (the vocabulary holds the tiny tokenizer's)."""
 

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from spectrumkd import SpectrumKDError, configfile
-from spectrumkd.curriculum.spec import MAX_EPOCHS, PlanSpec
+from spectrumkd.curriculum.spec import MAX_EPOCHS, MAX_SEED, PlanSpec
 from spectrumkd.fileio import atomic_write_text
 from spectrumkd.losses.objective import DIVERGENCES
 from spectrumkd.scoring.metrics import METRICS, REDUCTIONS
@@ -55,10 +55,6 @@ LOSS_MODES = ("sft", "kd", "gkd")
 def _check_choice(section: str, name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise SpectrumKDError(f"{section}.{name}: {value!r} is not one of {', '.join(choices)}")
-
-
-MAX_SEED = 2**63 - 1
-"""Seeds are in ``[0, MAX_SEED]`` (what ``torch.manual_seed`` and numpy take without wrapping)."""
 
 
 def _check_range(
@@ -175,7 +171,7 @@ class CurriculumConfig(PlanSpec):
         if self.epochs_per_stage is not None:
             _check_range("curriculum", "epochs_per_stage", self.epochs_per_stage, 1)
         if self.shuffle_seed is not None:
-            _check_range("curriculum", "shuffle_seed", self.shuffle_seed, 0, 2**63 - 1)
+            _check_range("curriculum", "shuffle_seed", self.shuffle_seed, 0, MAX_SEED)
         if self.kind in ("spectrumkd", "random-window") and self.epochs < self.warmup_epochs + 2:
             raise SpectrumKDError(
                 f"curriculum.epochs={self.epochs} must be >= warmup_epochs + 2 = "
