@@ -112,7 +112,8 @@ def test_cli_ranges_are_one_line(tmp_path, capsys):
     one_line(capsys, ["judge", "--timeout", "nan"], "--timeout", argparse_error=True)
     comp = tmp_path / "c.jsonl"
     comp.write_text('{"id": "a", "completion": "x"}\n')
-    for flag, value in (("--shots", "-1"), ("--timeout", "nan"), ("--memory-mb", "0")):
+    for flag, value in (("--shots", "-1"), ("--timeout", "nan"), ("--memory-mb", "0"),
+                        ("--seeds", "10,-1")):
         one_line(capsys, ["eval", "--completions", comp, "--sets", "dolly", flag, value, "--out",
                           tmp_path / "e"], flag)
 

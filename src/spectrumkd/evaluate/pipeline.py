@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spectrumkd import SpectrumKDError
+from spectrumkd.curriculum.spec import MAX_SEED
 from spectrumkd.evaluate.sets import SUITE_SETS
 from spectrumkd.fileio import file_lock, refuse_overlap
 from spectrumkd.rundir import LOCK_NAME
@@ -69,6 +70,9 @@ class EvalOptions:
             raise SpectrumKDError(f"--batch-size must be >= 1, got {self.batch_size}")
         if not self.seeds:
             raise SpectrumKDError("no seeds given")
+        bad_seeds = [x for x in self.seeds if not 0 <= x <= MAX_SEED]
+        if bad_seeds:
+            raise SpectrumKDError(f"--seeds {bad_seeds} outside [0, {MAX_SEED}]")
         if self.panel_rows is not None and self.panel_rows < 1:
             raise SpectrumKDError(f"--panel-rows must be >= 1, got {self.panel_rows}")
         if self.shots is not None and self.shots < 0:
