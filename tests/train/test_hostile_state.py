@@ -234,3 +234,16 @@ def test_a_poisoned_cache_entry_is_built_again_not_delivered(tmp_path, monkeypat
     assert "is not intact (model.safetensors is a link" in capsys.readouterr().out
     assert (again / "model.safetensors").read_bytes() == good
     assert not (entry / "model.safetensors").is_symlink()
+
+
+def test_student_out_over_its_teacher_is_refused_even_with_overwrite(tmp_path):
+    from spectrumkd.models import save_model, tiny_tokenizer
+    from spectrumkd.train.student import StudentConfig, build_student
+
+    teacher = tmp_path / "teacher"
+    save_model(load_model("tiny-random:llama?layers=4&hidden=32"), teacher, tokenizer=tiny_tokenizer())
+    before = sorted(p.name for p in teacher.iterdir())
+    for out in (teacher, teacher / "student"):
+        with pytest.raises(SpectrumKDError, match="--teacher"):
+            build_student(StudentConfig(teacher=str(teacher), heal_steps=0), out, overwrite=True)
+    assert sorted(p.name for p in teacher.iterdir()) == before

@@ -231,6 +231,11 @@ def build_student(cfg: StudentConfig, out: str | Path | None = None, *, overwrit
     )
 
     out = Path(out) if out is not None else None
+    if out is not None:  # --overwrite replaces a student folder, never the teacher or the data
+        from spectrumkd.fileio import refuse_overlap
+
+        refuse_overlap({"--out": out}, {"--teacher": cfg.teacher, "--calibration": cfg.calibration,
+                                        "--heal-data": cfg.heal_data})
     if out is not None and out.exists() and any(out.iterdir()) and not overwrite:
         raise SpectrumKDError(f"{out} exists and is not empty; pass --overwrite to replace it")
     t0 = time.perf_counter()
