@@ -76,3 +76,35 @@ def test_plain_torch_loop_example_trains_each_epoch_on_the_plan():
         assert h["temperature"] == e.temperature
     assert history[-1]["temperature"] == 2.0
     assert history[-1]["loss"] < history[0]["loss"]
+
+
+def _extra_requirements(extra: str, optional: dict) -> set[str]:
+    """Distribution names an extra installs, following ``spectrumkd[a,b]`` self-references."""
+    names: set[str] = set()
+    for req in optional[extra]:
+        name = re.split(r"[\[<>=!~; ]", req, maxsplit=1)[0].lower()
+        if name == "spectrumkd":
+            for sub in re.search(r"\[(.*)\]", req).group(1).split(","):
+                names |= _extra_requirements(sub.strip(), optional)
+        else:
+            names.add(name.replace("_", "-"))
+    return names
+
+
+def test_all_extra_installs_what_every_readme_python_block_imports():
+    import importlib.metadata
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    optional = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    installed = _extra_requirements("all", optional)
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    modules = set()
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        modules |= set(re.findall(r"^(?:from|import) (\w+)", block, re.M))
+    dists = importlib.metadata.packages_distributions()
+    assert "trl" in modules  # the plug-in block; the test is about its extra
+    missing = {m: dists.get(m) for m in modules - {"spectrumkd"}
+               if not {d.lower() for d in dists.get(m, [m])} & installed}
+    assert not missing, f"README imports these but .[all] does not install them: {missing}"

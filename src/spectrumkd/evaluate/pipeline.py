@@ -58,6 +58,12 @@ class EvalOptions:
     def __post_init__(self) -> None:
         if (self.model is None) == (self.completions is None):
             raise SpectrumKDError("give either --model (generate) or --completions (score a file)")
+        if self.completions is not None and not Path(self.completions).is_file():
+            raise SpectrumKDError(
+                f"--completions {self.completions}: no such file (JSON Lines of "
+                "{task_id|id, completion} rows, written by your own generator; or pass --model "
+                "to generate the answers)"
+            )
         if self.suite not in SUITES:
             raise SpectrumKDError(f"unknown suite {self.suite!r}; use one of {SUITES}")
         if self.limit is not None and self.limit < 1:
