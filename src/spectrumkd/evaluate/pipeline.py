@@ -80,6 +80,24 @@ class EvalOptions:
                                   "without --no-panel")
 
 
+def headline(name: str, entry: dict) -> str:
+    """One set's result line; the ± is the std over generation seeds, shown only when there are
+    several (one seed has no spread to report, not a spread of zero).
+
+    >>> headline("dolly", {"metric": "rougeL", "rougeL": 1.39, "std": 0.0, "n": 20,
+    ...                    "per_seed": {"10": 1.39}})
+    'dolly: rougeL 1.39 (n=20, 1 seed)'
+    >>> headline("dolly", {"metric": "rougeL", "rougeL": 1.4, "std": 0.1, "n": 20,
+    ...                    "per_seed": {"10": 1.3, "20": 1.5}})
+    'dolly: rougeL 1.40 ± 0.10 over 2 seeds (n=20)'
+    """
+    metric, seeds = entry["metric"], len(entry.get("per_seed", ()))
+    text = f"{name}: {metric} {entry[metric]:.2f}"
+    if "std" in entry and seeds > 1:
+        return f"{text} ± {entry['std']:.2f} over {seeds} seeds (n={entry['n']})"
+    return f"{text} (n={entry['n']}, 1 seed)" if seeds == 1 else f"{text} (n={entry['n']})"
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -249,9 +267,7 @@ def evaluate(opts: EvalOptions) -> dict:
             entry = _code(*args, limits)
         results["sets"][name] = entry
         write_results(out / "results.json", finish_results(results))  # progress survives
-        metric = entry["metric"]
-        extra = f" ± {entry['std']:.2f}" if "std" in entry else ""
-        print(f"{name}: {metric} {entry[metric]:.2f}{extra} (n={entry['n']})", flush=True)
+        print(headline(name, entry), flush=True)
         if "panel" in entry:
             print(_panel_line(name, entry["panel"]), flush=True)
     results["seconds"] = round(time.perf_counter() - started, 1)
