@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import shutil
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
@@ -225,6 +226,8 @@ def distill(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False):
     from spectrumkd.train.loop import make_accelerator
 
     rd = RunDir(cfg.output_dir)
+    if resume and rd.is_finished():
+        return _already_complete(cfg, rd)
     accelerator = make_accelerator(cfg)
     main_process = accelerator.is_main_process
     with ExitStack() as stack:
@@ -242,6 +245,21 @@ def distill(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False):
             save_config(cfg, rd.config)
         accelerator.wait_for_everyone()
         return _run(cfg, rd, accelerator, inputs, resume=resume, overwrite=overwrite)
+
+
+def _already_complete(cfg: RunConfig, rd: RunDir):
+    """``--resume`` of a run whose last epoch is done: the config must still match; nothing is
+    loaded or written, and the result is the finished state."""
+    from spectrumkd.train.checkpoint import TrainState
+    from spectrumkd.train.loop import TrainResult
+
+    check_run_dir(cfg, rd, resume=True, overwrite=False)  # a changed config is still refused
+    last = rd.latest_checkpoint()
+    state = TrainState.from_dict(rd.checkpoint_state(last), source=str(last))
+    if os.environ.get("RANK", "0") == "0":
+        print(f"{rd.path} is already complete ({state.epoch - 1} epochs, {state.global_step} steps; "
+              f"last checkpoint {last.name}): nothing to resume", flush=True)
+    return TrainResult(state=state)
 
 
 @dataclass
