@@ -155,9 +155,9 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None):
             raise SpectrumKDError(f"override {item!r}: expected experiment.KEY=VALUE or run.KEY=VALUE")
         items[head].append(rest)
     exp_raw = configfile.apply_overrides(ExperimentConfig, raw.get("experiment") or {},
-                                         items["experiment"])  # fmt: skip
+                                         items["experiment"], prefix="experiment.")  # fmt: skip
     exp = configfile.build(ExperimentConfig, exp_raw, where=f"{path}: experiment")
-    base_dict = apply_overrides(raw.get("run") or {}, items["run"])
+    base_dict = apply_overrides(raw.get("run") or {}, items["run"], prefix="run.")
     base = resolve_data_paths(config_from_dict(base_dict, where=f"{path}: run"), path)
     arms = {name: resolve_data_paths(_arm_config(base_dict, exp, name, where=str(path)), path)
             for name in exp.arms}  # fmt: skip

@@ -411,13 +411,14 @@ def config_from_dict(data: dict, *, where: str = "config") -> RunConfig:
     return configfile.build(RunConfig, data, where=where, aliases=_ALIASES)
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``section.key=value`` strings to nested dicts (values parsed as YAML scalars).
+def apply_overrides(data: dict, overrides: list[str], *, prefix: str = "") -> dict:
+    """Apply ``section.key=value`` strings to nested dicts (values parsed as YAML scalars);
+    errors spell keys with ``prefix`` (``"run."`` in an experiment).
 
     >>> apply_overrides({"loss": {"mode": "kd"}}, ["loss.divergence=rkl", "optim.lr=1e-4"])
     {'loss': {'mode': 'kd', 'divergence': 'rkl'}, 'optim': {'lr': '1e-4'}}
     """
-    return configfile.apply_overrides(RunConfig, data, overrides, aliases=_ALIASES)
+    return configfile.apply_overrides(RunConfig, data, overrides, aliases=_ALIASES, prefix=prefix)
 
 
 def _resolve_path(raw: str, config_path: Path | None) -> str:
