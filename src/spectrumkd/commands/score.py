@@ -35,7 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
                    help="hub id, local folder, .gguf file, or tiny-random:llama|gpt2[?layers=2&hidden=64]")
     p.add_argument("--gguf-file", default=None, help="GGUF file name inside the --model folder")
-    p.add_argument("--data", required=True, help="a .jsonl/.json/.parquet file or a hub dataset name")
+    p.add_argument("--data", required=True,
+                   help="a .jsonl/.json/.parquet file, a packaged subset such as "
+                   "spectrumkd:dolly/train.jsonl, or a hub dataset name")
     p.add_argument("--split", default="train", help="hub dataset split (default train)")
     p.add_argument("--field", type=_field, action="append", default=[], metavar="KEY=COLUMN",
                    help="map a column, e.g. --field instruction=prompt (repeatable)")

@@ -34,7 +34,7 @@ import json
 import shlex
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -51,13 +51,15 @@ class StudentConfig:
     """How to make a student from a teacher (``spectrumkd student`` options)."""
 
     teacher: str = "smollm2"
-    """Teacher spec: ``smollm2``, a hub id, a folder or a ``.gguf`` file."""
+    """Teacher spec: smollm2, qwen2.5-coder-0.5b/-1.5b, a hub id, a folder or a .gguf file."""
     keep: int | None = None
     """Decoder layers to keep; unset: two thirds of the teacher's (rounded down; SmolLM2: 20 of 30)."""
-    method: str = "angular"
+    # The choices are spelled here so that ``--help`` needs no torch; tests/train/test_student.py
+    # checks them against models.importance.METHODS and losses.objective.DIVERGENCES.
+    method: str = field(default="angular", metadata={"choices": ("angular", "bi", "every")})
     """angular (Gromov et al. 2024), bi (ShortGPT Block Influence) or every (every k-th layer)."""
     every: int | None = None
-    """The stride of ``method=every``; unset: ceil(layers / keep)."""
+    """The stride of method every; unset: ceil(layers / keep)."""
     refine: int = 4
     """angular: score this many closest blocks by calibration CE and keep the best (1: Gromov's rule)."""
     refine_rows: int = 16
@@ -65,17 +67,28 @@ class StudentConfig:
     calibration: str = "spectrumkd:sinst/calib.jsonl"
     """Rows for the importance measurement and the CE figures of the card."""
     calibration_rows: int = 64
+    """How many calibration rows (the first ones) are read."""
     heal_data: str = "spectrumkd:sinst/heal.jsonl"
+    """Rows of the healing KD run (disjoint from every packaged Dolly row)."""
     heal_steps: int = 100
     """Optimizer steps of healing; 0 skips healing."""
     heal_batch_size: int = 4
+    """Rows per healing step."""
     heal_lr: float = 3e-4
+    """Peak learning rate of healing (AdamW)."""
     heal_ce_weight: float = 0.3
-    heal_divergence: str = "rkl"
+    """Healing loss: ce_weight·CE + (1 − ce_weight)·divergence(teacher, student)."""
+    heal_divergence: str = field(default="rkl", metadata={
+        "choices": ("fkl", "rkl", "jsd", "tvd", "skl", "srkl")})
+    """The divergence of the healing loss."""
     template: str = "dolly"
+    """Prompt template of the calibration and healing rows."""
     max_prompt_length: int = 256
+    """Drop calibration/healing rows with longer prompts (tokens)."""
     max_length: int = 512
+    """Drop calibration/healing rows longer than this (prompt + response tokens)."""
     seed: int = 0
+    """Seed of the healing run (its batch order; the pruning itself is deterministic)."""
 
     def __post_init__(self) -> None:
         from spectrumkd.models.importance import METHODS
