@@ -48,7 +48,7 @@ import yaml
 
 from spectrumkd import SpectrumKDError, configfile
 from spectrumkd.evaluate.results import BETTER, PANEL_METRICS
-from spectrumkd.rundir import RunDir
+from spectrumkd.rundir import RunDir, find_results
 
 __all__ = ["ExperimentConfig", "EvalSection", "load_experiment", "render_panel", "render_samples",
            "run_experiment", "summarize"]
@@ -198,8 +198,8 @@ def _eval_done(eval_dir: Path, n_seeds: int) -> bool:
     """Whether ``eval_dir`` holds a finished evaluation: every seed and the panel with the teacher."""
     from spectrumkd.evaluate.results import read_results
 
-    path = eval_dir / "results.json"
-    if not path.is_file():
+    path = find_results(eval_dir, missing_ok=True)
+    if path is None:
         return False
     entry = read_results(path).get("sets", {}).get("dolly")
     return (entry is not None and len(entry.get("per_seed", {})) == n_seeds
@@ -343,8 +343,8 @@ def _scores(eval_dir: Path) -> dict[tuple[int, str], float] | None:
     """``{(generation seed, prompt id): ROUGE-L}`` of a finished evaluation, or None."""
     from spectrumkd.evaluate.results import read_results, read_rows_only
 
-    path = eval_dir / "results.json"
-    if not path.is_file():
+    path = find_results(eval_dir, missing_ok=True)
+    if path is None:
         return None
     entry = read_results(path).get("sets", {}).get("dolly")
     if entry is None:
@@ -361,8 +361,8 @@ def _panel(eval_dir: Path) -> dict | None:
     """The metric panel of a finished evaluation (its :data:`PANEL_METRICS`), or None."""
     from spectrumkd.evaluate.results import read_results
 
-    path = eval_dir / "results.json"
-    if not path.is_file():
+    path = find_results(eval_dir, missing_ok=True)
+    if path is None:
         return None
     panel = (read_results(path).get("sets", {}).get("dolly") or {}).get("panel")
     return {k: panel[k] for k in PANEL_METRICS if k in panel} if panel else None

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from spectrumkd import SpectrumKDError
 from spectrumkd.evaluate.sets import SUITE_SETS
+from spectrumkd.rundir import RESULTS_FILE
 
 __all__ = ["EvalOptions", "evaluate", "SUITES", "DEFAULT_SEEDS"]
 
@@ -258,13 +259,13 @@ def evaluate(opts: EvalOptions) -> dict:
         else:
             entry = _code(*args, limits)
         results["sets"][name] = entry
-        write_results(out / "results.json", finish_results(results))  # progress survives
+        write_results(out / RESULTS_FILE, finish_results(results))  # progress survives
         print(headline(name, entry), flush=True)
         if "panel" in entry:
             print(_panel_line(name, entry["panel"]), flush=True)
     results["seconds"] = round(time.perf_counter() - started, 1)
-    write_results(out / "results.json", finish_results(results))
+    write_results(out / RESULTS_FILE, finish_results(results))
     if len(names) > 1:
         print(f"average: {results['average']:.2f}")
-    print(f"wrote {out / 'results.json'}")
+    print(f"wrote {out / RESULTS_FILE}")
     return results
