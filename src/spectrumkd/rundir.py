@@ -1,4 +1,4 @@
-"""The run directory (DESIGN §7): its paths, its checkpoint generations, and who may write it.
+"""The run directory (docs/design.md §7): its paths, its checkpoint generations, and who may write it.
 
 :class:`RunDir` is the one owner of the layout::
 
@@ -46,7 +46,7 @@ _GEN = re.compile(r"^gen-(\d{6,})$")
 #: Files ``distill`` itself writes into a run directory (``--overwrite`` removes these only).
 RUN_OUTPUTS = ("config.yaml", "dropped.jsonl", "metrics.jsonl", "checkpoints", "eval", "report",
                "tensorboard", "teacher_cache")
-#: Inputs a user may put into a fresh run directory for ``distill`` to use (DESIGN §7).
+#: Inputs a user may put into a fresh run directory for ``distill`` to use (docs/design.md §7).
 RUN_INPUTS = ("scores.jsonl", "plan.json")
 LOCK_NAME = ".spectrumkd.lock"
 #: What ``spectrumkd eval --out DIR`` writes as ``DIR/results.json``; a run keeps it in ``eval/``.

@@ -37,7 +37,7 @@ KIND_ALIASES = {"none": "full"}
 
 @dataclass
 class PlanSpec:
-    """What :func:`~spectrumkd.curriculum.make_plan_from_spec` builds (DESIGN §5)."""
+    """What :func:`~spectrumkd.curriculum.make_plan_from_spec` builds (docs/design.md §5)."""
 
     kind: str = field(default="spectrumkd", metadata={"choices": (*KINDS, *KIND_ALIASES)})
     """The plan: spectrumkd (the paper's sliding window) or a baseline: full (every example every

@@ -4,7 +4,7 @@ The rule is MiniLLM's: ``prompt_ids = encode(prompt)``, ``full = encode(prompt +
 (no special tokens added by the tokenizer), ``labels = [-100] * len(prompt_ids) + full[len(prompt_ids):]``.
 Appending the EOS id equals tokenizing the EOS text, which every tokenizer splits off as a special
 token. Examples whose prompt has more than ``max_prompt_length`` tokens or whose total exceeds
-``max_length`` are dropped and recorded with the reason (DESIGN.md §3); an empty output is dropped
+``max_length`` are dropped and recorded with the reason (docs/design.md §3); an empty output is dropped
 too ("empty_response"). Every example dropped is an error.
 
 What it does not do: pad (see ``collate.py``) or shift labels (the loss caller shifts).

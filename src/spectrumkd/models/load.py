@@ -6,7 +6,7 @@
   ``?layers=2&hidden=64&seed=0``; :mod:`spectrumkd.models.tiny`).
 - ``save_model``: ``save_pretrained`` that also works for GGUF-loaded models (clears the quantizer).
 - ``model_fingerprint``: a content hash of a model (caches and scores files are keyed by it).
-- ``check_same_tokenizer``: teacher and student must share a vocabulary (DESIGN.md §6); the one
+- ``check_same_tokenizer``: teacher and student must share a vocabulary (docs/design.md §6); the one
   tokenizer check.
 - ``describe``: a model's display name (spec, GGUF file, kept layers) for headers and logs.
 
@@ -190,7 +190,7 @@ def model_fingerprint(model, *, sample: int = 4096) -> str:
 
 
 def check_same_tokenizer(tok_a, tok_b, *, names: tuple[str, str] = ("teacher", "student")) -> int:
-    """Raise unless both tokenizers map the same strings to the same ids (DESIGN.md §6); return
+    """Raise unless both tokenizers map the same strings to the same ids (docs/design.md §6); return
     the shared tokenizer length, the ``vocab_size`` for ``losses.shared_vocab_logits``.
 
     Compares ``get_vocab()`` (token → id, added tokens included; duck-typed). The embedding

@@ -1,4 +1,4 @@
-"""Read what a report needs from a run directory (docs/design.md, "Run directory") into plain data.
+"""Read what a report needs from a run directory (docs/design.md §7) into plain data.
 
 The paths come from :class:`spectrumkd.rundir.RunDir`, the one owner of the layout.
 

@@ -1,4 +1,4 @@
-"""Difficulty scoring: one pass of the untrained student over the training set (DESIGN.md §4).
+"""Difficulty scoring: one pass of the untrained student over the training set (docs/design.md §4).
 
 ``score_examples`` returns per-example scores in dataset order (bucketed by length, batched under a
 token budget, one or many processes); ``run_scoring`` also writes, resumes and reuses the scores

@@ -2,8 +2,8 @@
 
 ``score(ScoreOptions(...))`` opens the model (:func:`spectrumkd.models.open_model`: package name,
 hub id, folder or GGUF file, the GGUF dequantised once), builds the examples, and runs
-:func:`~spectrumkd.scoring.runner.run_scoring` into ``out`` (the scores file of docs/design.md,
-"Scores file") with ``dropped.jsonl`` beside it. Under ``torchrun`` / ``accelerate launch`` each
+:func:`~spectrumkd.scoring.runner.run_scoring` into ``out`` (the scores file of
+docs/design.md §4) with ``dropped.jsonl`` beside it. Under ``torchrun`` / ``accelerate launch`` each
 process scores its share of the batches and the main process writes one file. The main process
 holds ``<out>.lock`` from its first write on, so a second ``score`` on the same ``out`` stops with
 a one-line error instead of racing the first. Bad input (data, template, few-shot file) fails

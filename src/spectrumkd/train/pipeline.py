@@ -1,6 +1,6 @@
 """What ``spectrumkd distill`` runs: config → data → scores → plan → (teacher cache) → the loop.
 
-The run directory (DESIGN §7, :class:`spectrumkd.rundir.RunDir`) is checked before anything is
+The run directory (docs/design.md §7, :class:`spectrumkd.rundir.RunDir`) is checked before anything is
 written, then locked for the whole run (a second writer gets a one-line error):
 
 - a fresh run needs a directory that is absent, empty, or holds only user inputs
