@@ -8,7 +8,7 @@
 2. heals the pruned copy with a short KD run through the ordinary loop
    (:func:`spectrumkd.train.loop.train`: teacher → student, ``ce_weight``·CE + (1−``ce_weight``)·D,
    one pass over ``heal_steps × heal_batch_size`` rows), the recipe of NVIDIA's Minitron
-   (prune, then distil to recover), at ~20 minutes' cost on 2 CPU cores for SmolLM2-135M, with
+   (prune, then distil to recover), at 28–33 minutes measured on 2 CPU cores for SmolLM2-135M, with
    a progress bar and checkpoints: an interrupted build resumes (``<build>.work/``);
 3. measures the mean response CE (nats/token, the scoring metric) of the teacher, the pruned and
    the healed student on held-out calibration rows, and writes a normal Hugging Face folder with a
