@@ -60,12 +60,14 @@ def tokenize_example(tokenizer, prompt: str, output: str | None) -> tuple[list[i
     >>> ids[-1] == tok.eos_token_id, labels[0], labels[-1] == tok.eos_token_id
     (True, -100, True)
     """
-    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    # verbose=False: rows over the length limits are dropped below, with the reason in
+    # dropped.jsonl; the tokenizer's own length warning would only repeat that as noise.
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False, verbose=False)
     if output is None:
         return list(prompt_ids), [IGNORE_INDEX] * len(prompt_ids)
     if tokenizer.eos_token_id is None:
         raise SpectrumKDError("the tokenizer has no EOS token to end the response with")
-    full = list(tokenizer.encode(prompt + output, add_special_tokens=False))
+    full = list(tokenizer.encode(prompt + output, add_special_tokens=False, verbose=False))
     full.append(tokenizer.eos_token_id)
     n = len(prompt_ids)
     return full, [IGNORE_INDEX] * n + full[n:]

@@ -18,6 +18,7 @@ References: transformers' GGUF loading (``from_pretrained(..., gguf_file=...)``)
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -157,12 +158,28 @@ def _clear_quantizer(model) -> None:
         del model.config.quantization_config
 
 
+@contextmanager
+def quiet_save_bars():
+    """transformers' "Writing model shards" bar off while saving, as it was afterwards: a save
+    takes a second and its bar would cut through the training bar."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def save_model(model, out_dir: str | Path, tokenizer=None) -> Path:
     """``save_pretrained`` (safetensors) that also works for GGUF-loaded models; returns the folder."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _clear_quantizer(model)
-    model.save_pretrained(out)
+    with quiet_save_bars():
+        model.save_pretrained(out)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     return out
