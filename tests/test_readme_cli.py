@@ -71,6 +71,7 @@ def test_plan_step_verbatim_and_the_distill_check_accepts_it(tmp_path, monkeypat
     ids = [r.id for r in load_records(_arg(score, "--data"), limit=int(_arg(score, "--limit")))]
     out.write_text("".join(f'{{"id": "{i}", "score": {1 + (k * 37) % 200 / 50}}}\n'
                            for k, i in enumerate(ids)))
+    (out.parent / "dropped.jsonl").write_text("")  # `score` writes it beside the scores
     assert main(plan[1:]) == 0, capsys.readouterr().err
     cfg = load_config(REPO / _arg(distill, "--config"), [])
     cfg = dataclasses.replace(cfg, output_dir=_arg(distill, "--output-dir"))

@@ -46,8 +46,10 @@ _GEN = re.compile(r"^gen-(\d{6,})$")
 #: Files ``distill`` itself writes into a run directory (``--overwrite`` removes these only).
 RUN_OUTPUTS = ("config.yaml", "dropped.jsonl", "metrics.jsonl", "checkpoints", "eval", "report",
                "tensorboard", "teacher_cache")
-#: Inputs a user may put into a fresh run directory for ``distill`` to use (docs/design.md §7).
-RUN_INPUTS = ("scores.jsonl", "plan.json")
+#: Inputs a user may put into a fresh run directory for ``distill`` to use (docs/design.md §7):
+#: ``spectrumkd score --out DIR/scores.jsonl`` writes ``dropped.jsonl`` beside the scores (distill
+#: writes its own over it), and ``spectrumkd plan --out DIR/plan.json`` the plan.
+RUN_INPUTS = ("scores.jsonl", "dropped.jsonl", "plan.json")
 LOCK_NAME = ".spectrumkd.lock"
 #: What ``spectrumkd eval --out DIR`` writes as ``DIR/results.json``; a run keeps it in ``eval/``.
 RESULTS_FILE = "results.json"

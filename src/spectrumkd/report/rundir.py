@@ -23,16 +23,14 @@ from spectrumkd import SpectrumKDError
 from spectrumkd.curriculum import Plan, ScoresFile, read_scores
 from spectrumkd.fileio import read_json, read_text
 from spectrumkd.jsonl import iter_jsonl
-from spectrumkd.rundir import RunDir, find_results
+from spectrumkd.rundir import RESULTS_FILE, RunDir, find_results
 
 #: The run-directory files a report reads, relative to the run directory.
+_LAYOUT = RunDir("")
 RUN_FILES: tuple[str, ...] = (
-    "config.yaml",
-    "scores.jsonl",
-    "plan.json",
-    "metrics.jsonl",
-    "eval/results.json",
-    "results.json",  # an eval output folder (find_results)
+    *(str(p) for p in (_LAYOUT.config, _LAYOUT.scores, _LAYOUT.plan, _LAYOUT.metrics_file,
+                       _LAYOUT.results)),
+    RESULTS_FILE,  # an eval output folder (find_results)
 )
 
 #: Fields that only an end-of-epoch line of ``metrics.jsonl`` carries.

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from spectrumkd import SpectrumKDError
+from spectrumkd.rundir import RunDir
 
 __all__ = ["ScoreOptions", "ScoreSummary", "score"]
 
@@ -123,7 +124,7 @@ def _score(opts: ScoreOptions, rank: int, local_rank: int) -> ScoreSummary | Non
         max_prompt_length=opts.max_prompt_length, max_length=opts.max_length, few_shot=few_shot,
     )
     out = Path(opts.out)
-    dropped_file = out.parent / "dropped.jsonl"
+    dropped_file = RunDir(out.parent).dropped  # beside the scores, as in a run directory
     # The lock comes just before the first write: bad input above fails without touching out.
     with file_lock(out, what=f"scores file {out}") if rank == 0 else nullcontext():
         if rank == 0:

@@ -416,7 +416,7 @@ def _teacher_cache(cfg: RunConfig, rd: RunDir, accelerator, inputs: _RunInputs, 
     from spectrumkd.train.teacher_cache import TeacherCache, write_teacher_cache
 
     tc = cfg.teacher_cache
-    folder = Path(tc.dir) if tc.dir else rd.path / "teacher_cache"
+    folder = Path(tc.dir) if tc.dir else rd.teacher_cache
     teacher, tokenizer = inputs.teacher, inputs.tokenizer
     fingerprint = {
         "model": _describe(cfg.teacher), "model_fingerprint": model_fingerprint(teacher),
