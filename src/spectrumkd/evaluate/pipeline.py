@@ -59,12 +59,6 @@ class EvalOptions:
     def __post_init__(self) -> None:
         if (self.model is None) == (self.completions is None):
             raise SpectrumKDError("give either --model (generate) or --completions (score a file)")
-        if self.completions is not None and not Path(self.completions).is_file():
-            raise SpectrumKDError(
-                f"--completions {self.completions}: no such file (JSON Lines of "
-                "{task_id|id, completion} rows, written by your own generator; or pass --model "
-                "to generate the answers)"
-            )
         if self.suite not in SUITES:
             raise SpectrumKDError(f"unknown suite {self.suite!r}; use one of {SUITES}")
         if self.limit is not None and self.limit < 1:
@@ -219,6 +213,12 @@ def evaluate(opts: EvalOptions) -> dict:
     names = parse_set_names(opts.sets, opts.suite)
     if (opts.data or opts.completions) and len(names) != 1:
         raise SpectrumKDError("--data and --completions need exactly one set (use --sets NAME)")
+    if opts.completions is not None and not Path(opts.completions).is_file():
+        raise SpectrumKDError(
+            f"--completions {opts.completions}: no such file (JSON Lines of "
+            "{task_id|id, completion} rows, written by your own generator; or pass --model "
+            "to generate the answers)"
+        )
     isolation = None
     if opts.suite == "code":  # before anything is written or loaded
         isolation = code_eval.check_isolation(allow_unsandboxed=opts.allow_unsandboxed)
