@@ -12,7 +12,7 @@
 
 Not here: downloads (transformers does them, for hub ids), quantisation, adapters, pruning
 (:mod:`spectrumkd.models.prune`). ``trust_remote_code`` stays off unless the caller asks for it.
-References: transformers' GGUF loading (``from_pretrained(..., gguf_file=...)``); MODELS.md pitfalls.
+References: transformers' GGUF loading (``from_pretrained(..., gguf_file=...)``); docs/design.md §11.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def ensure_pad_token(tokenizer, *, name: str = "tokenizer"):
 
 
 def _clear_quantizer(model) -> None:
-    """Drop transformers' GGUF quantizer state so ``save_pretrained`` works (MODELS.md pitfalls)."""
+    """Drop transformers' GGUF quantizer state so ``save_pretrained`` works (docs/design.md §11)."""
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer = None
     if hasattr(model, "is_quantized"):

@@ -75,7 +75,7 @@ class ScoreSummary:
         s = self.scores
         return (f"scored {len(s)} examples ({self.n_dropped} dropped → {self.dropped_file}) with "
                 f"{metric}/{reduction}: mean {sum(s) / len(s):.4f}, min {min(s):.4f}, "
-                f"max {max(s):.4f}; model {self.load_seconds:.1f} s (first-time GGUF conversion "
+                f"max {max(s):.4f}; model {self.load_seconds:.1f} s (any first-time GGUF conversion "
                 f"included), scoring {self.score_seconds:.1f} s → {self.out}")
 
 
