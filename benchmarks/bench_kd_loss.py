@@ -1,11 +1,11 @@
 """Peak memory and time of the KD loss (forward + backward): dense vs chunked vs fused, on CPU.
 
 Run: ``.venv/bin/python benchmarks/bench_kd_loss.py`` (about 4 minutes on the shared 2-core CPU;
-``--quick`` for a smoke run). Defaults: vocab 49152 × 2048 tokens (DESIGN §8: ≥ 2048), then the
+``--quick`` for a smoke run). Defaults: vocab 49152 × 2048 tokens (docs/design.md §8: ≥ 2048), then the
 paper's Qwen2.5 vocabulary, 151936 × 512 tokens (fewer tokens, so that the dense variants' ~8
 float32 ``N × V`` buffers stay under ~3 GB). Chunk sizes: ``default_chunk_size`` (chunked, ~4 MiB
 per float32 chunk buffer) and ``default_fused_chunk_size`` (fused, ~32 MiB). Last stdout line: one
-JSON object with the ratios and whether each DESIGN.md §8 target is met (memory ≤ 0.20× dense, time
+JSON object with the ratios and whether each docs/design.md §8 target is met (memory ≤ 0.20× dense, time
 ≤ 1.35× dense, loss rel. err ≤ 1e-5, gradient rel. err ≤ 1e-4; issue 13: gradients within 2e-5 of
 float64).
 
@@ -239,7 +239,7 @@ def main() -> None:
     p.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--check", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--vocab", type=int, default=49152)
-    p.add_argument("--tokens", type=int, default=2048, help="DESIGN §8: ≥ 2048")
+    p.add_argument("--tokens", type=int, default=2048, help="docs/design.md §8: ≥ 2048")
     p.add_argument(
         "--hidden", type=int, default=576, help="student hidden size (SmolLM2-135M: 576)"
     )

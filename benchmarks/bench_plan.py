@@ -1,4 +1,4 @@
-"""Planning time for 10^6 log-normal scores (DESIGN.md §8: < 1 s).
+"""Planning time for 10^6 log-normal scores (docs/design.md §8: < 1 s).
 
 Times ``make_plan`` (spectrum sort, zones, adaptive windows, τ, per-epoch id lists) with the paper's
 defaults, median of 3, and — once, for information — reading the scores file and writing the plan

@@ -1,4 +1,4 @@
-"""Scoring throughput: length-bucketed batches vs naive dataset-order batches (DESIGN.md §8).
+"""Scoring throughput: length-bucketed batches vs naive dataset-order batches (docs/design.md §8).
 
 Model: the real SmolLM2-135M-Instruct GGUF (dequantised once into ~/.cache/spectrumkd) pruned to
 every sixth layer (a realistic vocabulary of 49152 and hidden size 576 at a CPU-friendly cost);

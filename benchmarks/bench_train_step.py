@@ -1,6 +1,6 @@
 """Step times of the training loop: SFT, teacher forward, online KD, KD from the teacher cache.
 
-Targets (DESIGN.md §8): a KD step from cached top-k targets ≤ 1.10× a plain student SFT step; an
+Targets (docs/design.md §8): a KD step from cached top-k targets ≤ 1.10× a plain student SFT step; an
 online KD step ≤ 1.15× (SFT step + teacher forward); ≤ 1 KiB per token at k = 64.
 
 Models (random llama, tied embeddings, fp32 on CPU; sizes of a small real LM pair): vocab 32768,

@@ -103,7 +103,7 @@ def test_demo_config_errors_name_the_key():
 
     with pytest.raises(SpectrumKDError, match="unknown keys \\['limt'\\]"):
         load_experiment(DEMO, ["experiment.eval.limt=3"])
-    with pytest.raises(SpectrumKDError, match="did you mean 'curriculum.epochs'"):
+    with pytest.raises(SpectrumKDError, match="did you mean 'run.curriculum.epochs'"):
         load_experiment(DEMO, ["run.curriculum.epoch=3"])
     exp, cfg, arms = load_experiment(DEMO, ["experiment.eval.limit=3", "run.curriculum.epochs=4"])
     assert exp.eval.limit == 3 and cfg.curriculum.epochs == 4

@@ -34,34 +34,51 @@ def readme_block() -> str:
     return m.group(1)
 
 
+def readme_losses_block() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"<!-- readme-losses:begin -->\n```python\n(.*?)```\n<!-- readme-losses:end -->",
+                  text, re.S)
+    assert m, "README.md lost its readme-losses markers"
+    return m.group(1)
+
+
 def test_readme_plug_in_section_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The block reads step 2's scores and step 1's student; here: 20 scored packaged Dolly rows
+    and a tiny random model saved where the student would be."""
     pytest.importorskip("trl", reason="the README block uses TRL's SFTTrainer (pip install trl)")
     import datasets
 
-    from spectrumkd.models import tiny_random_model, tiny_tokenizer
+    from spectrumkd.data import load_records
+    from spectrumkd.models import save_model, tiny_random_model, tiny_tokenizer
 
-    rows = [{"id": f"q{i}", "prompt": f"Count to {i}:", "completion": " " + " ".join(
-        str(j) for j in range(1 + i % 7))} for i in range(20)]
-    (tmp_path / "run").mkdir()
-    with open(tmp_path / "run" / "scores.jsonl", "w") as f:
+    ids = [r.id for r in load_records("spectrumkd:dolly/train.jsonl", limit=20)]
+    scores = tmp_path / "runs" / "spectrumkd" / "scores.jsonl"
+    scores.parent.mkdir(parents=True)
+    with open(scores, "w") as f:
         f.write(json.dumps({"spectrumkd": "scores", "metric": "ce"}) + "\n")
-        for i, r in enumerate(rows):
-            f.write(json.dumps({"id": r["id"], "score": 1.0 + (i * 7) % 20 / 10}) + "\n")
-    with open(tmp_path / "train.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
+        for i, rid in enumerate(ids):
+            f.write(json.dumps({"id": rid, "score": 1.0 + (i * 7) % 20 / 10}) + "\n")
+    save_model(tiny_random_model(layers=1, hidden=32, seed=1), tmp_path / "students" / "smollm2-20",
+               tokenizer=tiny_tokenizer())
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
-    namespace = {"model": tiny_random_model(layers=1, hidden=32, seed=1).train(),
-                 "tokenizer": tiny_tokenizer()}
+    namespace: dict = {}
     exec(compile(readme_block(), "README.md:readme-python", "exec"), namespace)
-    plan, trainer = namespace["plan"], namespace["trainer"]
+    plan, trainer, dataset = namespace["plan"], namespace["trainer"], namespace["dataset"]
+    assert sorted(dataset["id"]) == sorted(ids)  # the scored rows, by the scores file's ids
     history = trainer.curriculum.history
-    assert plan.num_epochs == 25 and len(history) == 25
+    assert plan.num_epochs == 5 and len(history) == 5
     assert [(h.epoch, h.temperature, h.examples) for h in history] == [
         (e.epoch, e.temperature, len(e.ids)) for e in plan.epochs
     ]
     assert history[-1].temperature == 2.0
-    assert "AppliedEpoch(epoch=25, temperature=2.0" in capsys.readouterr().out
+    assert "AppliedEpoch(epoch=5, temperature=2.0" in capsys.readouterr().out
+
+
+def test_readme_losses_block_runs_as_written(capsys):
+    exec(compile(readme_losses_block(), "README.md:readme-losses", "exec"), {})
+    value = float(capsys.readouterr().out.strip().splitlines()[-1])
+    assert value > 0
 
 
 def test_plain_torch_loop_example_trains_each_epoch_on_the_plan():
@@ -76,3 +93,35 @@ def test_plain_torch_loop_example_trains_each_epoch_on_the_plan():
         assert h["temperature"] == e.temperature
     assert history[-1]["temperature"] == 2.0
     assert history[-1]["loss"] < history[0]["loss"]
+
+
+def _extra_requirements(extra: str, optional: dict) -> set[str]:
+    """Distribution names an extra installs, following ``spectrumkd[a,b]`` self-references."""
+    names: set[str] = set()
+    for req in optional[extra]:
+        name = re.split(r"[\[<>=!~; ]", req, maxsplit=1)[0].lower()
+        if name == "spectrumkd":
+            for sub in re.search(r"\[(.*)\]", req).group(1).split(","):
+                names |= _extra_requirements(sub.strip(), optional)
+        else:
+            names.add(name.replace("_", "-"))
+    return names
+
+
+def test_all_extra_installs_what_every_readme_python_block_imports():
+    import importlib.metadata
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    optional = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    installed = _extra_requirements("all", optional)
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    modules = set()
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        modules |= set(re.findall(r"^(?:from|import) (\w+)", block, re.M))
+    dists = importlib.metadata.packages_distributions()
+    assert "trl" in modules  # the plug-in block; the test is about its extra
+    missing = {m: dists.get(m) for m in modules - {"spectrumkd"}
+               if not {d.lower() for d in dists.get(m, [m])} & installed}
+    assert not missing, f"README imports these but .[all] does not install them: {missing}"

@@ -1,4 +1,4 @@
-"""The pure curriculum never imports torch/transformers (DESIGN.md §2), checked two ways."""
+"""The pure curriculum never imports torch/transformers (docs/design.md §2), checked two ways."""
 
 import shutil
 import subprocess

@@ -3,7 +3,8 @@
 Each module in :mod:`spectrumkd.commands` defines ``HELP``, ``add_arguments(parser)`` and
 ``run(args) -> int`` and imports torch/transformers only inside ``run``, so ``spectrumkd --help``
 and ``spectrumkd plan`` never import torch. Errors the user can fix (:class:`SpectrumKDError`)
-print one clear line and exit with status 2; anything else is a bug and keeps its traceback.
+print one clear line and exit with status 2, and so does a missing optional dependency (naming
+the extra that installs it); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -42,6 +43,30 @@ COMMANDS: dict[str, ModuleType] = {
 }
 
 
+# The optional dependencies a command may need, by top-level module name → the extra that
+# installs it (pyproject.toml's [project.optional-dependencies]): a missing one is a one-line error.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(("torch", "transformers", "accelerate", "peft", "gguf", "datasets", "tqdm",
+                     "tokenizers", "safetensors"), "train"),
+    "rouge_score": "eval",
+    "matplotlib": "plot",
+}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The one-line message for a missing optional dependency, or None for any other module.
+
+    >>> missing_extra(ModuleNotFoundError("No module named 'torch'", name="torch"))[:33]
+    'torch is not installed: it is in '
+    """
+    module = (exc.name or "").partition(".")[0]
+    extra = EXTRA_OF_MODULE.get(module)
+    if extra is None:
+        return None
+    return (f"{module} is not installed: it is in the '{extra}' extra; install it with "
+            f"pip install -e \".[{extra}]\" (from a clone) or pip install \"spectrumkd[{extra}]\"")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spectrumkd",
@@ -62,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except SpectrumKDError as exc:
         print(f"spectrumkd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        message = missing_extra(exc)
+        if message is None:
+            raise
+        print(f"spectrumkd {args.command}: error: {message}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"spectrumkd {args.command}: error: {os_error_line(exc)}", file=sys.stderr)

@@ -132,12 +132,15 @@ def _closest(key: str, valid: list[str], aliases: Mapping[str, str]) -> str | No
     return close[0] if close else None
 
 
-def _unknown(keys: list[str], valid: list[str], where: str, aliases: Mapping[str, str]):
-    """The error for unknown dotted ``keys`` of one mapping, with the closest valid key."""
+def _unknown(keys: list[str], valid: list[str], where: str, aliases: Mapping[str, str],
+             prefix: str = ""):
+    """The error for unknown dotted ``keys`` of one mapping, with the closest valid key; keys are
+    shown with ``prefix`` (the section they were given under), so the suggestion is accepted."""
     close = _closest(keys[0], valid, aliases)
-    hint = f"; did you mean {close!r}?" if close else ""
+    hint = f"; did you mean {prefix + close!r}?" if close else ""
     names = [k.rpartition(".")[2] for k in keys]
-    return SpectrumKDError(f"{where}: unknown keys {names} ({', '.join(keys)}){hint}")
+    return SpectrumKDError(
+        f"{where}: unknown keys {names} ({', '.join(prefix + k for k in keys)}){hint}")
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
@@ -229,10 +232,11 @@ def _build(cls: type, data: Any, prefix: str, where: str, root: type, aliases) -
 
 
 def apply_overrides(cls: type, data: dict, overrides: list[str], *,
-                    aliases: Mapping[str, str] | None = None) -> dict:  # fmt: skip
+                    aliases: Mapping[str, str] | None = None, prefix: str = "") -> dict:  # fmt: skip
     """A copy of ``data`` with dotted ``key=value`` strings applied (values parsed as YAML).
 
-    Every key is checked against ``cls`` (:func:`field_keys`) before anything is set.
+    Every key is checked against ``cls`` (:func:`field_keys`) before anything is set; errors
+    spell keys with ``prefix`` (``"run."`` for an experiment's ``run.KEY=VALUE``).
 
     >>> from dataclasses import field, make_dataclass
     >>> Loss = make_dataclass("Loss", [("mode", str, "kd"), ("divergence", str, "fkl")])
@@ -247,10 +251,10 @@ def apply_overrides(cls: type, data: dict, overrides: list[str], *,
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise SpectrumKDError(f"override {item!r}: expected key=value, e.g. {valid[-1]}=...")
+            raise SpectrumKDError(f"override {item!r}: expected key=value, e.g. {prefix}{valid[-1]}=...")
         parent = key.rpartition(".")[0]
         if key not in leaves and not (parent in leaves and _is_mapping(leaves[parent])):
-            raise _unknown([key], valid, "override", aliases or {})
+            raise _unknown([key], valid, "override", aliases or {}, prefix)
         node = out
         *parents, leaf = key.split(".")
         for part in parents:

@@ -79,7 +79,7 @@ from spectrumkd.evaluate.study import (
     shard_units,
     write_record,
 )
-from spectrumkd.rundir import RunDir
+from spectrumkd.rundir import RunDir, find_results
 
 __all__ = ["ExperimentConfig", "EvalSection", "grid", "load_experiment", "read_records",
            "render_comparisons", "render_panel", "render_samples", "run_experiment", "summarize",
@@ -215,9 +215,9 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None):
             raise SpectrumKDError(f"override {item!r}: expected experiment.KEY=VALUE or run.KEY=VALUE")
         items[head].append(rest)
     exp_raw = configfile.apply_overrides(ExperimentConfig, raw.get("experiment") or {},
-                                         items["experiment"])  # fmt: skip
+                                         items["experiment"], prefix="experiment.")  # fmt: skip
     exp = configfile.build(ExperimentConfig, exp_raw, where=f"{path}: experiment")
-    base_dict = apply_overrides(raw.get("run") or {}, items["run"])
+    base_dict = apply_overrides(raw.get("run") or {}, items["run"], prefix="run.")
     base = resolve_data_paths(config_from_dict(base_dict, where=f"{path}: run"), path)
     arms = {name: resolve_data_paths(_arm_config(base_dict, exp, name, where=str(path)), path)
             for name in exp.arms}  # fmt: skip
@@ -258,8 +258,8 @@ def _eval_done(eval_dir: Path, n_seeds: int) -> bool:
     """Whether ``eval_dir`` holds a finished evaluation: every seed and the panel with the teacher."""
     from spectrumkd.evaluate.results import read_results
 
-    path = eval_dir / "results.json"
-    if not path.is_file():
+    path = find_results(eval_dir, missing_ok=True)
+    if path is None:
         return False
     entry = read_results(path).get("sets", {}).get("dolly")
     return (entry is not None and len(entry.get("per_seed", {})) == n_seeds
@@ -532,8 +532,8 @@ def _scores(eval_dir: Path) -> dict[tuple[int, str], float] | None:
     """``{(generation seed, prompt id): ROUGE-L}`` of a finished evaluation, or None."""
     from spectrumkd.evaluate.results import read_results, read_rows_only
 
-    path = eval_dir / "results.json"
-    if not path.is_file():
+    path = find_results(eval_dir, missing_ok=True)
+    if path is None:
         return None
     entry = read_results(path).get("sets", {}).get("dolly")
     if entry is None:
@@ -550,8 +550,8 @@ def _panel(eval_dir: Path) -> dict | None:
     """The metric panel of a finished evaluation (its :data:`PANEL_METRICS`), or None."""
     from spectrumkd.evaluate.results import read_results
 
-    path = eval_dir / "results.json"
-    if not path.is_file():
+    path = find_results(eval_dir, missing_ok=True)
+    if path is None:
         return None
     panel = (read_results(path).get("sets", {}).get("dolly") or {}).get("panel")
     return {k: panel[k] for k in PANEL_METRICS if k in panel} if panel else None

@@ -1,4 +1,4 @@
-"""The run directory (DESIGN §7): its paths, its checkpoint generations, and who may write it.
+"""The run directory (docs/design.md §7): its paths, its checkpoint generations, and who may write it.
 
 :class:`RunDir` is the one owner of the layout::
 
@@ -37,7 +37,8 @@ from spectrumkd import SpectrumKDError
 from spectrumkd.fileio import atomic_write_bytes, file_lock, fsync_dir, read_json
 from spectrumkd.jsonl import iter_jsonl, parse_line
 
-__all__ = ["COMMIT_MARKER", "RunDir", "begin_generation", "commit_generation"]
+__all__ = ["COMMIT_MARKER", "RESULTS_FILE", "RunDir", "begin_generation", "commit_generation",
+           "find_results"]
 
 COMMIT_MARKER = "COMMITTED"
 STATE_FILE = "train_state.json"
@@ -45,9 +46,32 @@ _GEN = re.compile(r"^gen-(\d{6,})$")
 #: Files ``distill`` itself writes into a run directory (``--overwrite`` removes these only).
 RUN_OUTPUTS = ("config.yaml", "dropped.jsonl", "metrics.jsonl", "checkpoints", "eval", "report",
                "tensorboard", "teacher_cache")
-#: Inputs a user may put into a fresh run directory for ``distill`` to use (DESIGN §7).
-RUN_INPUTS = ("scores.jsonl", "plan.json")
+#: Inputs a user may put into a fresh run directory for ``distill`` to use (docs/design.md §7):
+#: ``spectrumkd score --out DIR/scores.jsonl`` writes ``dropped.jsonl`` beside the scores (distill
+#: writes its own over it), and ``spectrumkd plan --out DIR/plan.json`` the plan.
+RUN_INPUTS = ("scores.jsonl", "dropped.jsonl", "plan.json")
 LOCK_NAME = ".spectrumkd.lock"
+#: What ``spectrumkd eval --out DIR`` writes as ``DIR/results.json``; a run keeps it in ``eval/``.
+RESULTS_FILE = "results.json"
+
+
+def find_results(path: str | os.PathLike, *, missing_ok: bool = False) -> Path | None:
+    """The ``results.json`` of a run directory (in its ``eval/``), of an eval output folder, or
+    the file itself: the one lookup of ``compare``, ``judge``, ``report`` and ``experiment``.
+
+    Missing: a one-line error naming where it looked, or ``None`` with ``missing_ok``.
+
+    >>> find_results("no/such/run", missing_ok=True) is None
+    True
+    """
+    path = Path(path)
+    for candidate in (path, path / RESULTS_FILE, RunDir(path).results):
+        if candidate.is_file():
+            return candidate
+    if missing_ok:
+        return None
+    raise SpectrumKDError(f"{path}: not a `spectrumkd eval` output folder or run directory (no {RESULTS_FILE}"
+                          f" in it or in eval/; `spectrumkd eval --out DIR` writes DIR/{RESULTS_FILE})")
 
 
 def _stage_noop(name: str) -> None:
@@ -72,7 +96,7 @@ class RunDir:
         self.metrics_file = self.path / "metrics.jsonl"
         self.checkpoints = self.path / "checkpoints"
         self.eval_dir = self.path / "eval"
-        self.results = self.eval_dir / "results.json"
+        self.results = self.eval_dir / RESULTS_FILE
         self.report_dir = self.path / "report"
         self.teacher_cache = self.path / "teacher_cache"
         self.tensorboard = self.path / "tensorboard"

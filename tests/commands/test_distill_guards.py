@@ -202,7 +202,8 @@ def test_user_plan_is_used_not_replaced_then_overwrite_and_resume(config, tmp_pa
     # --resume of a finished run: nothing to train, no duplicate metrics rows.
     rc, out, err = distill(config, "--resume", *args, capsys=capsys)
     assert rc == 0, err
-    assert "resuming from" in out and "gen-000002" in out
+    assert "is already complete (2 epochs" in out and "nothing to resume" in out
+    assert "resuming from" not in out and "over 2 epochs" in out
     old_rows = bytes.fromhex(before["metrics.jsonl"]).decode().splitlines()
     assert run.metrics() == [json.loads(x) for x in old_rows]
 

@@ -65,6 +65,9 @@ def test_baselines(tmp_path, scores_file, baseline, extra, sizes):
                    "--baseline", baseline, *extra)
     assert r.returncode == 0, r.stderr
     assert [len(e["ids"]) for e in json.loads(out.read_text())["epochs"]] == sizes
+    assert "λa" not in r.stdout  # λ shapes only SpectrumKD's window; a baseline never uses it
+    if baseline in ("babystep", "onepass"):
+        assert f"{extra[1]} buckets" in r.stdout
 
 
 @pytest.mark.parametrize("content, args, msg", [

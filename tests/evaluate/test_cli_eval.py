@@ -161,3 +161,12 @@ def test_instruct_panel_with_teacher_round_trip(tmp_path, monkeypatch):
     assert alone["absent"] == {"heldout_kl": "no teacher given (--teacher)",
                                "sample_nll": "no teacher given (--teacher)"}
     assert alone["heldout_ce"] == pytest.approx(panel["heldout_ce"], rel=1e-6)
+
+
+def test_missing_completions_file_is_one_line(tmp_path):
+    proc = cli("eval", "--suite", "code", "--completions", tmp_path / "samples.jsonl",
+               "--out", tmp_path / "he", check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "samples.jsonl: no such file" in proc.stderr
+    assert not (tmp_path / "he").exists()

@@ -1,4 +1,4 @@
-"""Float64 reference for the KD divergences and objective (DESIGN.md §6), written the plain way.
+"""Float64 reference for the KD divergences and objective (docs/design.md §6), written the plain way.
 
 Probabilities, not log-probabilities: ``p = softmax(teacher/τ)``, ``q = softmax(student/τ)`` in
 float64, KL via ``xlogy`` (so 0·log 0 = 0), mixtures formed directly as ``a·p + b·q``, and the

@@ -23,7 +23,7 @@ def write_run(
     steps_per_epoch: int = 5,
     eval_rougeL: float | None = None,
 ) -> Path:
-    """A run directory as DESIGN §7 describes it, from ``make_plan`` on log-normal scores."""
+    """A run directory as docs/design.md §7 describes it, from ``make_plan`` on log-normal scores."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     scores = rng.lognormal(mean=0.9, sigma=0.35, size=n)

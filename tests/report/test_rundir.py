@@ -172,3 +172,19 @@ def test_report_inputs_that_are_not_utf8_are_one_line_errors(tmp_path: Path, nam
     (tmp_path / name).write_bytes(content)
     with pytest.raises(SpectrumKDError, match=needle):
         load_run(tmp_path)
+
+
+def test_one_results_lookup_for_run_dirs_eval_dirs_and_files(tmp_path):
+    from spectrumkd import SpectrumKDError
+    from spectrumkd.evaluate.judge_runs import find_eval_dir
+    from spectrumkd.rundir import find_results
+
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    (run / "eval" / "results.json").write_text("{}")
+    found = run / "eval" / "results.json"
+    assert find_results(run) == find_results(run / "eval") == find_results(found) == found
+    assert find_eval_dir(run) == run / "eval"
+    with pytest.raises(SpectrumKDError, match="no results.json in it .*spectrumkd eval --out DIR"):
+        find_results(tmp_path / "empty")
+    assert find_results(tmp_path / "empty", missing_ok=True) is None

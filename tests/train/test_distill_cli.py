@@ -1,4 +1,4 @@
-"""`spectrumkd distill` end to end in a subprocess: the run directory of DESIGN §7, resume, bad input."""
+"""`spectrumkd distill` end to end in a subprocess: the run directory of docs/design.md §7, resume, bad input."""
 
 from __future__ import annotations
 

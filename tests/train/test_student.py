@@ -104,3 +104,26 @@ def test_an_interrupted_build_resumes_and_equals_an_uninterrupted_one(tmp_path, 
     for name, value in ref.items():
         torch.testing.assert_close(got[name], value, rtol=0, atol=0)
     assert not list((cache / "students").glob("*.work"))
+
+
+def test_student_help_lists_the_choices_the_build_accepts():
+    from dataclasses import fields
+
+    from spectrumkd.losses.objective import DIVERGENCES
+    from spectrumkd.models.importance import METHODS
+    from spectrumkd.train.student import StudentConfig
+
+    choices = {f.name: f.metadata.get("choices") for f in fields(StudentConfig)}
+    assert choices["method"] == METHODS and choices["heal_divergence"] == DIVERGENCES
+
+
+def test_every_student_option_has_a_help_text():
+    import argparse
+
+    from spectrumkd.commands import student
+
+    parser = argparse.ArgumentParser()
+    student.add_arguments(parser)
+    for action in parser._actions:
+        text = (action.help or "").split("(default:")[0].strip()
+        assert text and "``" not in text, action.option_strings

@@ -1,4 +1,4 @@
-"""``spectrumkd distill``: score, plan and distil a student as a YAML config says (DESIGN §7).
+"""``spectrumkd distill``: score, plan and distil a student as a YAML config says (docs/design.md §7).
 
 ``spectrumkd distill --config FILE [--output-dir DIR] [--resume | --overwrite] [section.key=value ...]``
 writes the run directory: config.yaml, dropped.jsonl, scores.jsonl, plan.json, metrics.jsonl,

@@ -32,7 +32,8 @@ def _seeds(text: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="hub id, folder, .gguf file or tiny-random:llama")
+    p.add_argument("--model", help="smollm2, qwen2.5-coder-0.5b/-1.5b, a hub id, folder, .gguf "
+                   "file or tiny-random:llama")
     p.add_argument("--gguf-file", help="GGUF file name inside the --model folder")
     p.add_argument("--suite", default="instruct", choices=SUITES,
                    help="instruct (ROUGE-L, default), math (GSM8K/MATH) or code (HumanEval/MBPP)")
@@ -50,9 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, help="cap on new tokens (default: instruct "
                    "512 minus the prompt, math/code 1024)")
     p.add_argument("--shots", type=int, help="math few-shot examples (default 8 GSM8K, 4 MATH)")
-    p.add_argument("--timeout", type=float, default=10.0, help="code: seconds per program")
-    p.add_argument("--memory-mb", type=int, default=1024, help="code: address-space limit (MiB)")
-    p.add_argument("--workers", type=int, default=2, help="code: programs run in parallel")
+    p.add_argument("--timeout", type=float, default=10.0, help="code: seconds per program (default 10)")
+    p.add_argument("--memory-mb", type=int, default=1024, help="code: address-space limit in MiB (default 1024)")
+    p.add_argument("--workers", type=int, default=2, help="code: programs run in parallel (default 2)")
     p.add_argument("--allow-unsandboxed", action="store_true",
                    help="code: run model-written programs without OS isolation when bubblewrap "
                    "is missing (at your own risk; the default refuses)")

@@ -110,7 +110,7 @@ def add_field_options(
     for f in dataclasses.fields(cls):
         flags = (f"--{f.name.replace('_', '-')}", *(aliases or {}).get(f.name, ()))
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        text = docs.get(f.name, "")
+        text = docs.get(f.name, "").replace("``", "")  # docstrings are RST; --help is plain
         if hints[f.name] is bool:
             parser.add_argument(*flags, dest=f.name, action="store_true", help=text)
             continue

@@ -63,11 +63,14 @@ def summary(plan, ids, scores) -> str:
     score_of = dict(zip(ids, scores.tolist()))
     p = plan.params
     lines = [f"{p['curriculum']} plan: {plan.n_total} examples, {plan.num_epochs} epochs"]
-    lam = f"λa = {p['lambda_a']:.4g}, λb = {p['lambda_b']:.4g}"
-    if p.get("lambda_auto"):
-        lam += (f" (auto: log-normal μ = {p['fit_mu']:.3f}, σ = {p['fit_sigma']:.3f}, "
-                f"KS = {p['fit_ks']:.3f})")
-    lines.append(lam)
+    if p["curriculum"] == "spectrumkd":  # λ shapes only the sliding window's zones
+        lam = f"λa = {p['lambda_a']:.4g}, λb = {p['lambda_b']:.4g}"
+        if p.get("lambda_auto"):
+            lam += (f" (auto: log-normal μ = {p['fit_mu']:.3f}, σ = {p['fit_sigma']:.3f}, "
+                    f"KS = {p['fit_ks']:.3f})")
+        lines.append(lam)
+    elif "buckets" in p:  # TCL Baby Step / One-Pass
+        lines.append(f"{p['buckets']} buckets, {p['epochs_per_stage']} epochs per stage")
     for zone, zone_ids in plan.zones.items():
         if zone_ids:
             vals = [score_of[i] for i in zone_ids]

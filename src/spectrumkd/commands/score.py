@@ -1,18 +1,13 @@
-"""``spectrumkd score``: data + model → difficulty scores file (DESIGN.md §4) and dropped.jsonl.
+"""``spectrumkd score``: the arguments of :func:`spectrumkd.scoring.pipeline.score`.
 
-Runs under ``torchrun`` / ``accelerate launch`` too: each process scores its share of the batches
-and the main process writes one file. Imports torch and transformers only inside ``run``. The main
-process holds ``<out>.lock`` while it runs, so a second ``score`` on the same ``--out`` stops with
-a one-line error instead of racing the first; ``--out`` must name a file, not a directory.
+The pipeline (open the model, build examples, score, write the scores file and dropped.jsonl; one
+or many processes) is the library's; this module parses the options and prints the summary.
+Imports torch and transformers only inside ``run``; ``--out`` must name a file, not a directory.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import time
-from contextlib import nullcontext
-from pathlib import Path
 
 from spectrumkd.commands.options import non_negative_int, out_file, positive_int
 
@@ -33,9 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from spectrumkd.scoring.metrics import METRICS, REDUCTIONS
 
     p.add_argument("--model", required=True,
-                   help="hub id, local folder, .gguf file, or tiny-random:llama|gpt2[?layers=2&hidden=64]")
+                   help="smollm2, qwen2.5-coder-0.5b/-1.5b, a hub id, local folder, .gguf file, "
+                   "or tiny-random:llama|gpt2[?layers=2&hidden=64]")
     p.add_argument("--gguf-file", default=None, help="GGUF file name inside the --model folder")
-    p.add_argument("--data", required=True, help="a .jsonl/.json/.parquet file or a hub dataset name")
+    p.add_argument("--data", required=True,
+                   help="a .jsonl/.json/.parquet file, a packaged subset such as "
+                   "spectrumkd:dolly/train.jsonl, or a hub dataset name")
     p.add_argument("--split", default="train", help="hub dataset split (default train)")
     p.add_argument("--field", type=_field, action="append", default=[], metavar="KEY=COLUMN",
                    help="map a column, e.g. --field instruction=prompt (repeatable)")
@@ -65,99 +63,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="scores JSON Lines file; dropped.jsonl goes beside it")
 
 
-def _init_distributed() -> tuple[int, int]:
-    """Join the process group set up by torchrun / accelerate launch; returns (rank, local_rank)."""
-    import torch
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 0
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(local_rank)
-        torch.distributed.init_process_group(backend=backend)
-    return torch.distributed.get_rank(), local_rank
-
-
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from spectrumkd.fileio import refuse_overlap
+    from spectrumkd.scoring.pipeline import ScoreOptions, score
 
     out = out_file(args.out, what="scores file", example="scores.jsonl")
-    refuse_overlap({"--out": out, "dropped.jsonl beside --out": out.parent / "dropped.jsonl"},
-                   {"--data": args.data, "--few-shot": args.few_shot})
-    rank, local_rank = _init_distributed()
-    try:
-        return _score(args, rank, local_rank)
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
-
-def _score(args: argparse.Namespace, rank: int, local_rank: int) -> int:
-    import torch
-
-    from spectrumkd import SpectrumKDError
-    from spectrumkd.data import build_examples, load_records, math_few_shot, write_dropped
-    from spectrumkd.fileio import file_lock
-    from spectrumkd.models import cached_gguf_folder, describe, load_model, load_tokenizer
-    from spectrumkd.scoring import run_scoring
-
-    device = args.device
-    if device is None and int(os.environ.get("WORLD_SIZE", "1")) > 1 and torch.cuda.is_available():
-        device = f"cuda:{local_rank}"
-    spec, gguf_file = args.model, args.gguf_file
-    is_gguf = gguf_file is not None or spec.endswith(".gguf")
-    if is_gguf and not args.no_gguf_cache:
-        path = Path(spec) / gguf_file if gguf_file else Path(spec)
-        if not path.is_file():
-            raise SpectrumKDError(f"GGUF file {path} does not exist")
-        if rank == 0:
-            spec = str(cached_gguf_folder(path))
-        if torch.distributed.is_initialized():
-            box = [spec]
-            torch.distributed.broadcast_object_list(box, src=0)
-            spec = box[0]
-        else:
-            spec = str(cached_gguf_folder(path))
-        gguf_file = None
-    t0 = time.perf_counter()
-    tokenizer = load_tokenizer(spec, gguf_file=gguf_file, trust_remote_code=args.trust_remote_code)
-    model = load_model(spec, gguf_file=gguf_file, dtype=args.dtype, device=device,
-                       trust_remote_code=args.trust_remote_code)
-    t_load = time.perf_counter() - t0
-    records = load_records(args.data, split=args.split, fields=dict(args.field), limit=args.limit)
-    few_shot = []
-    if args.few_shot:
-        if args.template != "math":
-            raise SpectrumKDError("--few-shot goes with --template math")
-        few_shot = math_few_shot(load_records(args.few_shot), args.num_shots)
-    examples, dropped = build_examples(
-        records, tokenizer, template=args.template,
-        max_prompt_length=args.max_prompt_length, max_length=args.max_length, few_shot=few_shot,
-    )
-    out = Path(args.out)
-    # The lock comes just before the first write: bad input above fails without touching --out.
-    with file_lock(out, what=f"scores file {out}") if rank == 0 else nullcontext():
-        if rank == 0:
-            write_dropped(out.parent / "dropped.jsonl", dropped)
-        t1 = time.perf_counter()
-        scores = run_scoring(
-            model, examples, out,
-            model_name=describe(args.model, gguf_file=args.gguf_file),
-            template=args.template, max_length=args.max_length,
-            max_prompt_length=args.max_prompt_length, metric=args.metric,
-            reduction=args.reduction, batch_tokens=args.batch_tokens, overwrite=args.overwrite,
-            tokenizer=tokenizer, max_new_tokens=args.max_new_tokens, progress=not args.no_progress,
-        )
-        t_score = time.perf_counter() - t1
-    if rank == 0:
-        mean = sum(scores) / len(scores)
-        print(
-            f"scored {len(scores)} examples ({len(dropped)} dropped → {out.parent / 'dropped.jsonl'}) "
-            f"with {args.metric}/{args.reduction}: mean {mean:.4f}, min {min(scores):.4f}, "
-            f"max {max(scores):.4f}; load {t_load:.1f} s, scoring {t_score:.1f} s → {out}"
-        )
+    summary = score(ScoreOptions(
+        model=args.model, data=args.data, out=out, gguf_file=args.gguf_file, split=args.split,
+        fields=dict(args.field), template=args.template, few_shot=args.few_shot,
+        num_shots=args.num_shots, metric=args.metric, reduction=args.reduction,
+        batch_tokens=args.batch_tokens, max_prompt_length=args.max_prompt_length,
+        max_length=args.max_length, max_new_tokens=args.max_new_tokens, limit=args.limit,
+        dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
+        gguf_cache=not args.no_gguf_cache, overwrite=args.overwrite, progress=not args.no_progress,
+    ))
+    if summary is not None:  # the main process
+        print(summary.line(args.metric, args.reduction))
     return 0

@@ -1,7 +1,7 @@
 """Fit a log-normal to the difficulty scores and choose λa/λb from it (Algorithm 1, line 3).
 
 The paper observes that cross-entropy losses follow a log-normal law (Figure 3a) and leaves the
-``analyzer`` of Algorithm 1 unspecified. DESIGN.md §5 fixes it: fit a log-normal by maximum
+``analyzer`` of Algorithm 1 unspecified. docs/design.md §5 fixes it: fit a log-normal by maximum
 likelihood (``μ`` = mean of ``log x``, ``σ`` = population standard deviation of ``log x``), then set
 λa to the share of scores below the fitted 10% quantile and λb to the share above the fitted 90%
 quantile. A perfectly log-normal spectrum gives the paper's 0.1/0.1; a heavier right tail excludes

@@ -1,4 +1,4 @@
-"""The Plan: which example ids each epoch trains on, at which temperature (DESIGN.md §5).
+"""The Plan: which example ids each epoch trains on, at which temperature (docs/design.md §5).
 
 A plan is the curriculum's only output and the trainer's only curriculum input, so any trainer can
 use it. JSON layout::

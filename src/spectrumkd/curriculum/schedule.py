@@ -1,6 +1,6 @@
 """The sliding-window schedule: which window start ``w`` each epoch uses (paper §3.3, Algorithm 1).
 
-With warm-up ``k`` and ``n`` epochs (DESIGN.md §5): epochs ``1..k+1`` use ``w = 0``, epoch ``n``
+With warm-up ``k`` and ``n`` epochs (docs/design.md §5): epochs ``1..k+1`` use ``w = 0``, epoch ``n``
 uses ``w = n_early``, and ``n ≥ k + 2`` is required. ``td(w)`` is the total difficulty of the
 window ``[w, w + M)`` of the sorted spectrum; it never decreases with ``w``.
 

@@ -1,4 +1,4 @@
-"""Read a difficulty-scores file (DESIGN.md §4) into ids and a float64 array.
+"""Read a difficulty-scores file (docs/design.md §4) into ids and a float64 array.
 
 The format is JSON Lines: an optional header object ``{"spectrumkd": "scores", "metric": ...}``
 followed by one ``{"id": ..., "score": float}`` per example. Ids keep their JSON type (string or

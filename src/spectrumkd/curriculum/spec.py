@@ -45,7 +45,7 @@ KIND_ALIASES = {"none": "full"}
 
 @dataclass
 class PlanSpec:
-    """What :func:`~spectrumkd.curriculum.make_plan_from_spec` builds (DESIGN §5)."""
+    """What :func:`~spectrumkd.curriculum.make_plan_from_spec` builds (docs/design.md §5)."""
 
     kind: str = field(default="spectrumkd", metadata={"choices": (*KINDS, *KIND_ALIASES)})
     """The plan: spectrumkd (the paper's sliding window) or a baseline: full (every example every
@@ -59,7 +59,7 @@ class PlanSpec:
     lambda_b: float | str = 0.1
     """λb, the share of the hardest examples that is never trained on; auto: from the fit."""
     auto_lambda: bool = False
-    """Choose λa and λb from a log-normal fit of the scores (DESIGN §5); overrides lambda_a and
+    """Choose λa and λb from a log-normal fit of the scores (curriculum/analyzer.py); overrides lambda_a and
     lambda_b. A poor fit is reported."""
     epochs: int = 25
     """Number of epochs n (the paper trains 25)."""

@@ -1,7 +1,7 @@
 """The difficulty spectrum: scores sorted ascending, split into four zones (paper §3.2).
 
 ``N`` examples are sorted by score with a *stable* sort (ties keep input order). With
-``n_early = floor(λa·N)`` and ``n_excluded = floor(λb·N)`` (DESIGN.md §5), the zones by sorted
+``n_early = floor(λa·N)`` and ``n_excluded = floor(λb·N)`` (docs/design.md §5), the zones by sorted
 position are Early ``[0, n_early)``, Continuous ``[n_early, N − n_excluded − n_early)``, Late
 ``[N − n_excluded − n_early, N − n_excluded)`` and Excluded ``[N − n_excluded, N)``; the sliding
 window has size ``M = N − n_excluded − n_early``. The paper's constraint ``2λa + λb ≤ 1`` and

@@ -3,7 +3,7 @@
 ``load_records`` reads JSONL / JSON / Parquet files or a Hugging Face hub dataset and maps fields;
 ``build_examples`` renders a template, tokenizes ``prompt + response`` (response = output + EOS) with
 ``labels = -100`` on the prompt, and drops (never truncates) over-long examples; ``Collator`` pads a
-batch to its longest example. See DESIGN.md §3.
+batch to its longest example. See docs/design.md §3.
 
 ``Collator`` (torch) loads on first use, so the formats and templates import without torch.
 """

@@ -4,7 +4,7 @@ What it does: reads rows, maps common field names (``instruction``/``question``/
 ``input``/``context``, ``output``/``response``/``answer``/``solution``/``completion``,
 ``references``), and gives every row a stable id: the dataset's own ``id`` field if present, else
 ``"{file-stem}-{line}"`` (1-based line of a JSONL file, 1-based row of JSON/Parquet/hub data;
-DESIGN.md §3). Malformed rows raise :class:`SpectrumKDError` naming the file and line.
+docs/design.md §3). Malformed rows raise :class:`SpectrumKDError` naming the file and line.
 
 What it does not do: render templates or tokenize (see ``templates.py`` and ``tokenize.py``).
 """

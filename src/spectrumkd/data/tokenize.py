@@ -4,7 +4,7 @@ The rule is MiniLLM's: ``prompt_ids = encode(prompt)``, ``full = encode(prompt +
 (no special tokens added by the tokenizer), ``labels = [-100] * len(prompt_ids) + full[len(prompt_ids):]``.
 Appending the EOS id equals tokenizing the EOS text, which every tokenizer splits off as a special
 token. Examples whose prompt has more than ``max_prompt_length`` tokens or whose total exceeds
-``max_length`` are dropped and recorded with the reason (DESIGN.md §3); an empty output is dropped
+``max_length`` are dropped and recorded with the reason (docs/design.md §3); an empty output is dropped
 too ("empty_response"). Every example dropped is an error.
 
 What it does not do: pad (see ``collate.py``) or shift labels (the loss caller shifts).
@@ -60,12 +60,14 @@ def tokenize_example(tokenizer, prompt: str, output: str | None) -> tuple[list[i
     >>> ids[-1] == tok.eos_token_id, labels[0], labels[-1] == tok.eos_token_id
     (True, -100, True)
     """
-    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    # verbose=False: rows over the length limits are dropped below, with the reason in
+    # dropped.jsonl; the tokenizer's own length warning would only repeat that as noise.
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False, verbose=False)
     if output is None:
         return list(prompt_ids), [IGNORE_INDEX] * len(prompt_ids)
     if tokenizer.eos_token_id is None:
         raise SpectrumKDError("the tokenizer has no EOS token to end the response with")
-    full = list(tokenizer.encode(prompt + output, add_special_tokens=False))
+    full = list(tokenizer.encode(prompt + output, add_special_tokens=False, verbose=False))
     full.append(tokenizer.eos_token_id)
     n = len(prompt_ids)
     return full, [IGNORE_INDEX] * n + full[n:]

@@ -37,6 +37,7 @@ from spectrumkd.evaluate.judge_runs import JUDGE_FILE, read_judge
 from spectrumkd.evaluate.results import read_results, read_rows_only
 from spectrumkd.evaluate.stats import relative_gain, wilcoxon_p
 from spectrumkd.fileio import atomic_write_text, refuse_overlap
+from spectrumkd.rundir import find_results
 
 SET_TITLES = {"dolly": "DollyEval", "self-inst": "SelfInst", "vicuna": "VicunaEval",
               "sinst": "S-NI", "unni": "UnNI", "gsm8k": "GSM8K", "math": "MATH",
@@ -62,15 +63,6 @@ class Comparison:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def find_results(path: str | os.PathLike) -> Path:
-    """The ``results.json`` of a run directory, eval directory or the file itself."""
-    path = Path(path)
-    for candidate in (path, path / "results.json", path / "eval" / "results.json"):
-        if candidate.is_file():
-            return candidate
-    raise SpectrumKDError(f"{path}: no results.json (looked in it, and in eval/)")
 
 
 def per_example_scores(results_path: Path, entry: dict) -> dict[str, float]:

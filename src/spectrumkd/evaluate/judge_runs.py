@@ -57,6 +57,7 @@ from spectrumkd.evaluate.sets import (
     load_set,
 )
 from spectrumkd.fileio import atomic_write_text, read_json
+from spectrumkd.rundir import find_results
 
 JUDGE_PROTOCOL = "spectrumkd-judge/1"
 JUDGE_FILE = "judge.json"
@@ -80,14 +81,8 @@ class PairedSet:
 
 
 def find_eval_dir(path: str | os.PathLike) -> Path:
-    """The folder holding ``results.json``: ``path`` itself or ``path/eval`` (a run folder)."""
-    path = Path(path)
-    for folder in (path, path / "eval"):
-        if (folder / "results.json").is_file():
-            return folder
-    raise SpectrumKDError(
-        f"{path}: not a `spectrumkd eval` output folder (no results.json in it or in eval/)"
-    )
+    """The folder holding ``results.json`` (:func:`spectrumkd.rundir.find_results`)."""
+    return find_results(path).parent
 
 
 def pick_file(eval_dir: Path, results: dict, set_name: str, seed: int) -> Path:

@@ -23,7 +23,7 @@ from spectrumkd import SpectrumKDError
 from spectrumkd.curriculum.spec import MAX_SEED
 from spectrumkd.evaluate.sets import SUITE_SETS
 from spectrumkd.fileio import file_lock, refuse_overlap
-from spectrumkd.rundir import LOCK_NAME
+from spectrumkd.rundir import LOCK_NAME, RESULTS_FILE
 
 __all__ = ["EvalOptions", "evaluate", "SUITES", "DEFAULT_SEEDS"]
 
@@ -90,6 +90,24 @@ class EvalOptions:
                                   "without --no-panel")
 
 
+def headline(name: str, entry: dict) -> str:
+    """One set's result line; the ± is the std over generation seeds, shown only when there are
+    several (one seed has no spread to report, not a spread of zero).
+
+    >>> headline("dolly", {"metric": "rougeL", "rougeL": 1.39, "std": 0.0, "n": 20,
+    ...                    "per_seed": {"10": 1.39}})
+    'dolly: rougeL 1.39 (n=20, 1 seed)'
+    >>> headline("dolly", {"metric": "rougeL", "rougeL": 1.4, "std": 0.1, "n": 20,
+    ...                    "per_seed": {"10": 1.3, "20": 1.5}})
+    'dolly: rougeL 1.40 ± 0.10 over 2 seeds (n=20)'
+    """
+    metric, seeds = entry["metric"], len(entry.get("per_seed", ()))
+    text = f"{name}: {metric} {entry[metric]:.2f}"
+    if "std" in entry and seeds > 1:
+        return f"{text} ± {entry['std']:.2f} over {seeds} seeds (n={entry['n']})"
+    return f"{text} (n={entry['n']}, 1 seed)" if seeds == 1 else f"{text} (n={entry['n']})"
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -101,11 +119,11 @@ def _load(opts: EvalOptions):
     if opts.model is None:
         return None, None, None, file_fingerprint(opts.completions), f"completions:{opts.completions}"
     from spectrumkd.evaluate.generation import GREEDY, INSTRUCT
-    from spectrumkd.models import describe, load_model, load_tokenizer, model_fingerprint
+    from spectrumkd.models import model_fingerprint, open_model
 
     _log(f"loading {opts.model} ...")
-    model = load_model(opts.model, gguf_file=opts.gguf_file, dtype=opts.dtype, device=opts.device)
-    tokenizer = load_tokenizer(opts.model, gguf_file=opts.gguf_file)
+    opened = open_model(opts.model, gguf_file=opts.gguf_file, dtype=opts.dtype, device=opts.device)
+    model, tokenizer = opened.model, opened.tokenizer
     if opts.suite == "instruct":
         settings = INSTRUCT.with_(max_new_tokens=opts.max_new_tokens)
     else:
@@ -114,28 +132,20 @@ def _load(opts: EvalOptions):
         settings = GREEDY.with_(max_new_tokens=opts.max_new_tokens)
         if opts.suite == "math":
             settings = settings.with_(stop_strings=STOP_STRINGS)
-    name = describe(opts.model, gguf_file=opts.gguf_file)
-    return model, tokenizer, settings, model_fingerprint(model), name
+    return model, tokenizer, settings, model_fingerprint(model), opened.name
 
 
 def _load_teacher(opts: EvalOptions, tokenizer):
     """``(teacher, fingerprint, name)`` for the metric panel, or None without ``--teacher``."""
     if opts.teacher is None:
         return None
-    from spectrumkd.models import (
-        check_same_tokenizer,
-        describe,
-        load_model,
-        load_tokenizer,
-        model_fingerprint,
-        resolve_spec,
-    )
+    from spectrumkd.models import check_same_tokenizer, model_fingerprint, open_model
 
-    spec, gguf = resolve_spec(opts.teacher, opts.teacher_gguf_file)
     _log(f"loading the teacher {opts.teacher} ...")
-    teacher = load_model(spec, gguf_file=gguf, dtype=opts.dtype, device=opts.device)
-    check_same_tokenizer(load_tokenizer(spec, gguf_file=gguf), tokenizer, names=("teacher", "model"))
-    return teacher, model_fingerprint(teacher), describe(opts.teacher, gguf_file=gguf)
+    opened = open_model(opts.teacher, gguf_file=opts.teacher_gguf_file, dtype=opts.dtype,
+                        device=opts.device)
+    check_same_tokenizer(opened.tokenizer, tokenizer, names=("teacher", "model"))
+    return opened.model, model_fingerprint(opened.model), opened.name
 
 
 def _instruct(opts, eval_set, out, header_base, model, tokenizer, settings, teacher=None) -> dict:
@@ -221,10 +231,16 @@ def evaluate(opts: EvalOptions) -> dict:
     names = parse_set_names(opts.sets, opts.suite)
     if (opts.data or opts.completions) and len(names) != 1:
         raise SpectrumKDError("--data and --completions need exactly one set (use --sets NAME)")
+    if opts.completions is not None and not Path(opts.completions).is_file():
+        raise SpectrumKDError(
+            f"--completions {opts.completions}: no such file (JSON Lines of "
+            "{task_id|id, completion} rows, written by your own generator; or pass --model "
+            "to generate the answers)"
+        )
     out = Path(opts.out)
     if out.exists() and not out.is_dir():
         raise SpectrumKDError(f"--out {out}: is a file; eval writes a folder (results.json, generations/)")
-    refuse_overlap({"--out results.json": out / "results.json", "--out generations": out / "generations"},
+    refuse_overlap({"--out results.json": out / RESULTS_FILE, "--out generations": out / "generations"},
                    {"--data": opts.data, "--completions": opts.completions})
     isolation = None
     if opts.suite == "code":  # before anything is written or loaded
@@ -274,15 +290,13 @@ def _evaluate(opts: EvalOptions, names: list[str], out: Path, isolation) -> dict
         else:
             entry = _code(*args, limits)
         results["sets"][name] = entry
-        write_results(out / "results.json", finish_results(results))  # progress survives
-        metric = entry["metric"]
-        extra = f" ± {entry['std']:.2f}" if "std" in entry else ""
-        print(f"{name}: {metric} {entry[metric]:.2f}{extra} (n={entry['n']})", flush=True)
+        write_results(out / RESULTS_FILE, finish_results(results))  # progress survives
+        print(headline(name, entry), flush=True)
         if "panel" in entry:
             print(_panel_line(name, entry["panel"]), flush=True)
     results["seconds"] = round(time.perf_counter() - started, 1)
-    write_results(out / "results.json", finish_results(results))
+    write_results(out / RESULTS_FILE, finish_results(results))
     if len(names) > 1:
         print(f"average: {results['average']:.2f}")
-    print(f"wrote {out / 'results.json'}")
+    print(f"wrote {out / RESULTS_FILE}")
     return results

@@ -1,6 +1,6 @@
 """KD objectives: six per-token divergences, the paper's objective, chunked/fused and sparse paths.
 
-torch only (never transformers/accelerate). Notation and conventions: DESIGN.md §6 — p = teacher,
+torch only (never transformers/accelerate). Notation and conventions: docs/design.md §6 — p = teacher,
 q = student, both ``softmax(logits / τ)`` in float32; objective ``ce_weight·CE + (1−ce_weight)·τ²·D``
 summed over unmasked tokens and divided by the caller's token count.
 

@@ -1,7 +1,7 @@
 """Per-token divergences between teacher and student next-token distributions: one table.
 
 Every function maps ``(..., V)`` logits to ``(...)`` values with one argument order,
-``(student_logits, teacher_logits, *, temperature, ...)``. Notation (DESIGN.md §6):
+``(student_logits, teacher_logits, *, temperature, ...)``. Notation (docs/design.md §6):
 ``p = softmax(teacher_logits / τ)`` (teacher), ``q = softmax(student_logits / τ)`` (student), both
 computed in float32 whatever the input dtype (float64 inputs stay float64, for gradcheck).
 

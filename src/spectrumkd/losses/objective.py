@@ -1,7 +1,7 @@
 """The KD objective as one value: :class:`KDObjective`, its one argument check, and the presets.
 
 ``KDObjective(divergence, temperature, ce_weight, skew, teacher_weight)`` names the objective
-``ce_weight·CE + (1−ce_weight)·τ²·D`` (DESIGN.md §6; paper eq. 1/7). It is frozen and checks itself
+``ce_weight·CE + (1−ce_weight)·τ²·D`` (docs/design.md §6; paper eq. 1/7). It is frozen and checks itself
 when it is made, so every loss entry point (:func:`~spectrumkd.losses.kd_loss`,
 :func:`~spectrumkd.losses.chunked_kd_loss`, :func:`~spectrumkd.losses.fused_kd_loss`,
 :func:`~spectrumkd.losses.sparse_kd_loss`, the per-token divergences) and the run config
@@ -27,7 +27,7 @@ from typing import Any
 
 from spectrumkd import SpectrumKDError
 
-# The per-token divergences (DESIGN.md §6). ``divergences._FORMULAS`` has one entry per name, in
+# The per-token divergences (docs/design.md §6). ``divergences._FORMULAS`` has one entry per name, in
 # this order (a test checks); "none" is also accepted by an objective and means plain SFT.
 DIVERGENCES: tuple[str, ...] = ("fkl", "rkl", "jsd", "tvd", "skl", "srkl")
 
@@ -89,7 +89,7 @@ def check_objective(
 
 @dataclass(frozen=True)
 class KDObjective:
-    """``ce_weight·CE + (1−ce_weight)·τ²·D``: which D, at which τ, mixed how (DESIGN.md §6).
+    """``ce_weight·CE + (1−ce_weight)·τ²·D``: which D, at which τ, mixed how (docs/design.md §6).
 
     Checked when made (:func:`check_objective`); numbers are stored as ``float``. ``divergence="none"``
     or ``ce_weight=1`` is plain SFT (:attr:`kd_active` is False: no teacher needed). Change one field

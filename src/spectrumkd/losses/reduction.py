@@ -3,7 +3,7 @@
 Per-token CE and per-token divergence D are summed over the positions whose label ≠
 ``ignore_index`` and divided by ``num_tokens`` — the count over the whole gradient-accumulation window
 and all processes, which the caller passes so that the gradient does not depend on how a batch is
-split — or by the local count when it is not given (DESIGN.md §6). The total is
+split — or by the local count when it is not given (docs/design.md §6). The total is
 ``ce_weight·CE + (1−ce_weight)·τ²·D`` with the coefficients of
 :meth:`~spectrumkd.losses.objective.KDObjective.weights`; the τ² factor keeps the KD gradient's
 scale independent of τ (Hinton et al. 2015). Labels are aligned with the positions (the caller

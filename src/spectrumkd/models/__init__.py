@@ -1,5 +1,7 @@
 """Models: load (hub id, folder, GGUF, tiny random), save, fingerprint, prune, build students.
 
+- :mod:`~spectrumkd.models.open`: ``open_model(spec)``, the one way every command and pipeline
+  opens a model (package name, hub id, folder or GGUF file; GGUFs dequantised once, cached).
 - :mod:`~spectrumkd.models.load`: ``load_model`` / ``load_tokenizer`` / ``save_model`` /
   ``model_fingerprint`` / ``check_same_tokenizer`` / ``describe``.
 - :mod:`~spectrumkd.models.tiny`: tiny random models and tokenizer built in-process (tests).
@@ -22,6 +24,7 @@ from spectrumkd.models.load import (
     resolve_dtype,
     save_model,
 )
+from spectrumkd.models.open import OpenedModel, open_model, resolve_model
 from spectrumkd.models.packages import (
     MULTIPART_PACKAGES,
     SMOLLM2_GGUF,
@@ -48,10 +51,10 @@ from spectrumkd.models.tiny import (
 )
 
 __all__ = [
-    "MULTIPART_PACKAGES", "SMOLLM2_GGUF", "SMOLLM2_SHA256", "TINY_ARCHS", "TINY_PREFIX",
+    "MULTIPART_PACKAGES", "OpenedModel", "SMOLLM2_GGUF", "SMOLLM2_SHA256", "TINY_ARCHS", "TINY_PREFIX",
     "TINY_SPECIAL_TOKENS", "TINY_VOCAB_SIZE", "assemble_parts", "cache_dir", "cached_gguf_folder",
     "check_same_tokenizer", "concat_parts", "decoder_layers", "describe", "ensure_pad_token",
-    "install_command", "load_model", "load_tokenizer", "model_fingerprint", "package_part_files",
-    "part_packages", "prune_layers", "resolve_device", "resolve_spec", "resolve_dtype", "save_model", "sha256_file",
+    "install_command", "load_model", "load_tokenizer", "model_fingerprint", "open_model", "package_part_files",
+    "part_packages", "prune_layers", "resolve_device", "resolve_model", "resolve_spec", "resolve_dtype", "save_model", "sha256_file",
     "smollm2_gguf_path", "tiny_random_model", "tiny_tokenizer",
 ]

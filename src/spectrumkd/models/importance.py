@@ -15,7 +15,7 @@
   ``1 − cos(x_i, x_{i+1})`` averaged over tokens; the ``n`` layers with the smallest BI are
   removed (not necessarily contiguous).
 - ``every``: keep layers ``0, k, 2k, ...`` (no measurement; kept for comparison, a poor choice:
-  MODELS.md measures 15.9 nats/token for every third layer of SmolLM2).
+  docs/design.md §11 measures 15.9 nats/token for every third layer of SmolLM2).
 
 The residual stream is read with forward hooks on the decoder layers (the input of layer 0 and the
 output of every layer), not from ``output_hidden_states``, whose last entry has the final norm

@@ -6,18 +6,19 @@
   ``?layers=2&hidden=64&seed=0``; :mod:`spectrumkd.models.tiny`).
 - ``save_model``: ``save_pretrained`` that also works for GGUF-loaded models (clears the quantizer).
 - ``model_fingerprint``: a content hash of a model (caches and scores files are keyed by it).
-- ``check_same_tokenizer``: teacher and student must share a vocabulary (DESIGN.md §6); the one
+- ``check_same_tokenizer``: teacher and student must share a vocabulary (docs/design.md §6); the one
   tokenizer check.
 - ``describe``: a model's display name (spec, GGUF file, kept layers) for headers and logs.
 
 Not here: downloads (transformers does them, for hub ids), quantisation, adapters, pruning
 (:mod:`spectrumkd.models.prune`). ``trust_remote_code`` stays off unless the caller asks for it.
-References: transformers' GGUF loading (``from_pretrained(..., gguf_file=...)``); MODELS.md pitfalls.
+References: transformers' GGUF loading (``from_pretrained(..., gguf_file=...)``); docs/design.md §11.
 """
 
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -163,7 +164,7 @@ def ensure_pad_token(tokenizer, *, name: str = "tokenizer"):
 
 
 def _clear_quantizer(model) -> None:
-    """Drop transformers' GGUF quantizer state so ``save_pretrained`` works (MODELS.md pitfalls)."""
+    """Drop transformers' GGUF quantizer state so ``save_pretrained`` works (docs/design.md §11)."""
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer = None
     if hasattr(model, "is_quantized"):
@@ -175,12 +176,28 @@ def _clear_quantizer(model) -> None:
         del model.config.quantization_config
 
 
+@contextmanager
+def quiet_save_bars():
+    """transformers' "Writing model shards" bar off while saving, as it was afterwards: a save
+    takes a second and its bar would cut through the training bar."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def save_model(model, out_dir: str | Path, tokenizer=None) -> Path:
     """``save_pretrained`` (safetensors) that also works for GGUF-loaded models; returns the folder."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _clear_quantizer(model)
-    model.save_pretrained(out)
+    with quiet_save_bars():
+        model.save_pretrained(out)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     return out
@@ -208,7 +225,7 @@ def model_fingerprint(model, *, sample: int = 4096) -> str:
 
 
 def check_same_tokenizer(tok_a, tok_b, *, names: tuple[str, str] = ("teacher", "student")) -> int:
-    """Raise unless both tokenizers map the same strings to the same ids (DESIGN.md §6); return
+    """Raise unless both tokenizers map the same strings to the same ids (docs/design.md §6); return
     the shared tokenizer length, the ``vocab_size`` for ``losses.shared_vocab_logits``.
 
     Compares ``get_vocab()`` (token → id, added tokens included; duck-typed). The embedding

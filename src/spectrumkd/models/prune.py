@@ -1,4 +1,4 @@
-"""Depth pruning: a student made by keeping chosen decoder layers of a teacher (MODELS.md).
+"""Depth pruning: a student made by keeping chosen decoder layers of a teacher (docs/design.md §11).
 
 ``prune_layers(model, keep)`` copies a model with only the ``keep`` decoder layers; which layers to
 keep is chosen by :mod:`spectrumkd.models.importance`. Not here: healing (an ordinary distill run,
@@ -31,7 +31,7 @@ def prune_layers(model, keep: Iterable[int]):
     Renumbers each kept layer's attention ``layer_idx`` (the KV-cache slot), slices
     ``config.layer_types`` where present and sets the layer count, so the result saves with
     :func:`save_model` as a normal Hugging Face folder. The pruned model is not expected to be good
-    until trained (MODELS.md).
+    until trained (docs/design.md §11).
 
     >>> from spectrumkd.models import tiny_random_model
     >>> m = tiny_random_model(layers=3, hidden=32)

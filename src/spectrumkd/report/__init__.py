@@ -1,4 +1,4 @@
-"""Run reports: ``report.md`` with matplotlib figures and the results table (DESIGN.md §7).
+"""Run reports: ``report.md`` with matplotlib figures and the results table (docs/design.md §7).
 
 - :mod:`~spectrumkd.report.rundir` reads a run directory into :class:`RunData`;
 - :mod:`~spectrumkd.report.figures` draws figures from plain data (pure; matplotlib imported

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 SAVE_DPI = 150
 
-#: Axis label of each difficulty metric (DESIGN.md §4), by (metric, reduction).
+#: Axis label of each difficulty metric (docs/design.md §4), by (metric, reduction).
 METRIC_LABELS: dict[tuple[str, str | None], str] = {
     ("ce", "mean"): "difficulty: mean token cross-entropy (nats/token)",
     ("ce", "sum"): "difficulty: summed cross-entropy (nats/example)",

@@ -1,4 +1,4 @@
-"""Read what a report needs from a run directory (DESIGN.md §7) into plain data.
+"""Read what a report needs from a run directory (docs/design.md §7) into plain data.
 
 The paths come from :class:`spectrumkd.rundir.RunDir`, the one owner of the layout.
 
@@ -22,15 +22,14 @@ from spectrumkd.configfile import read_mapping
 from spectrumkd.curriculum import Plan, ScoresFile, read_scores
 from spectrumkd.fileio import read_json
 from spectrumkd.jsonl import iter_jsonl
-from spectrumkd.rundir import RunDir
+from spectrumkd.rundir import RESULTS_FILE, RunDir, find_results
 
 #: The run-directory files a report reads, relative to the run directory.
+_LAYOUT = RunDir("")
 RUN_FILES: tuple[str, ...] = (
-    "config.yaml",
-    "scores.jsonl",
-    "plan.json",
-    "metrics.jsonl",
-    "eval/results.json",
+    *(str(p) for p in (_LAYOUT.config, _LAYOUT.scores, _LAYOUT.plan, _LAYOUT.metrics_file,
+                       _LAYOUT.results)),
+    RESULTS_FILE,  # an eval output folder (find_results)
 )
 
 #: Fields that only an end-of-epoch line of ``metrics.jsonl`` carries.
@@ -121,8 +120,9 @@ def load_run(path: str | Path, *, name: str | None = None) -> RunData:
     if rd.metrics_file.is_file():
         run.step_metrics, run.epoch_metrics = read_metrics(rd.metrics_file)
         run.curve_metrics = read_curve(rd.metrics_file)
-    if rd.results.is_file():
-        run.results = read_json(rd.results, what="results file")
+    results = find_results(root, missing_ok=True)
+    if results is not None:
+        run.results = read_json(results, what="results file")
     return run
 
 

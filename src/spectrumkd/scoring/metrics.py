@@ -1,4 +1,4 @@
-"""Per-example difficulty metrics computed on one padded batch (DESIGN.md §4).
+"""Per-example difficulty metrics computed on one padded batch (docs/design.md §4).
 
 - ``ce``: token cross-entropy −log q(y_t | x, y_<t) over the response tokens (labels ≠ -100),
   ``mean`` (default) or ``sum`` per example.

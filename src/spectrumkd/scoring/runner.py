@@ -220,7 +220,7 @@ def run_scoring(
     progress: bool = True,
     bucket: bool = True,
 ) -> list[float]:
-    """Score ``examples`` into the scores file ``out`` (DESIGN.md §4); returns scores in dataset order.
+    """Score ``examples`` into the scores file ``out`` (docs/design.md §4); returns scores in dataset order.
 
     A complete file with a matching header is reused without running the model; a partial one is
     resumed; a file from another model, dataset, template, length limit, metric or reduction is an

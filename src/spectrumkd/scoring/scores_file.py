@@ -1,4 +1,4 @@
-"""The scores file (DESIGN.md §4): header, per-batch appends, resume, reuse, final rewrite.
+"""The scores file (docs/design.md §4): header, per-batch appends, resume, reuse, final rewrite.
 
 JSON Lines: a header ``{"spectrumkd": "scores", "metric", "reduction", "model",
 "model_fingerprint", "dataset_fingerprint", "template", "max_length", "max_prompt_length",

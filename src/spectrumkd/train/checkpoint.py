@@ -201,15 +201,19 @@ def _full_state(model: torch.nn.Module, optimizer) -> tuple[dict, dict]:
 
 def export_model(model: torch.nn.Module, folder: Path, *, tokenizer=None, merge: bool = False) -> None:
     """``save_pretrained`` the (unwrapped) student into ``folder``; under LoRA also ``merged/``."""
+    from spectrumkd.models.load import quiet_save_bars
+
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
+    with quiet_save_bars():
+        model.save_pretrained(folder)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
     if merge and hasattr(model, "merge_and_unload"):
         import copy
 
         merged = copy.deepcopy(model).merge_and_unload()
-        merged.save_pretrained(folder.parent / "merged")
+        with quiet_save_bars():
+            merged.save_pretrained(folder.parent / "merged")
         if tokenizer is not None:
             tokenizer.save_pretrained(folder.parent / "merged")
 

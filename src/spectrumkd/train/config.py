@@ -113,7 +113,7 @@ class DataConfig:
     source: str = ""
     """JSONL/JSON/Parquet path or hub name. Relative paths: see :func:`load_config`."""
     template: str = "dolly"
-    """Prompt template (DESIGN §3)."""
+    """Prompt template (docs/design.md §3)."""
     limit: int | None = None
     """Use only the first ``limit`` records."""
     max_prompt_length: int = 256
@@ -141,7 +141,7 @@ class CurriculumConfig(PlanSpec):
     warmup_epochs: int = 1
     """Warm-up epochs k (see ``PlanSpec``); 1 here to go with the 5-epoch default (paper: 5)."""
     metric: str = field(default="ce", metadata={"choices": METRICS})
-    """Difficulty metric (DESIGN §4): ce | rougel | entropy | length."""
+    """Difficulty metric (docs/design.md §4): ce | rougel | entropy | length."""
     reduction: str = field(default="mean", metadata={"choices": REDUCTIONS})
     batch_tokens: int = 4096
     """Scoring batch budget in (padded) tokens."""
@@ -163,7 +163,7 @@ class CurriculumConfig(PlanSpec):
         a, b = self.lambda_a, self.lambda_b
         if not isinstance(a, str) and not isinstance(b, str) and 2 * a + b > 1:
             raise SpectrumKDError(
-                f"curriculum: 2·lambda_a + lambda_b = {2 * a + b:g} must be <= 1 (DESIGN §5)"
+                f"curriculum: 2·lambda_a + lambda_b = {2 * a + b:g} must be <= 1 (docs/design.md §5)"
             )
         _check_range("curriculum", "tau0", self.tau0, 0.0, open_lo=True)
         _check_range("curriculum", "taun", self.taun, 0.0, open_lo=True)
@@ -175,7 +175,7 @@ class CurriculumConfig(PlanSpec):
         if self.kind in ("spectrumkd", "random-window") and self.epochs < self.warmup_epochs + 2:
             raise SpectrumKDError(
                 f"curriculum.epochs={self.epochs} must be >= warmup_epochs + 2 = "
-                f"{self.warmup_epochs + 2} for the {self.kind} sliding window (DESIGN §5)"
+                f"{self.warmup_epochs + 2} for the {self.kind} sliding window (docs/design.md §5)"
             )
         if len(self.static_range) != 2 or not 0 <= self.static_range[0] < self.static_range[1] <= 1:
             raise SpectrumKDError(
@@ -185,7 +185,7 @@ class CurriculumConfig(PlanSpec):
 
 @dataclass
 class LossConfig:
-    """The objective ``ce_weight·CE + (1−ce_weight)·τ²·D`` (DESIGN §6, ``spectrumkd.losses``)."""
+    """The objective ``ce_weight·CE + (1−ce_weight)·τ²·D`` (docs/design.md §6, ``spectrumkd.losses``)."""
 
     mode: str = "kd"
     """sft (CE only) | kd (off-policy) | gkd (on-policy: student samples with probability gkd_lambda)."""
@@ -357,7 +357,7 @@ class RunConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     seed: int = 0
     output_dir: str = "runs/distill"
-    """The run directory (DESIGN §7); must be non-empty. ``distill`` refuses one that holds
+    """The run directory (docs/design.md §7); must be non-empty. ``distill`` refuses one that holds
     another run unless resumed (same config) or overwritten."""
     log_every: int = 1
     """Write a step line to metrics.jsonl every this many optimizer steps."""
@@ -413,13 +413,14 @@ def config_from_dict(data: dict, *, where: str = "config") -> RunConfig:
     return configfile.build(RunConfig, data, where=where, aliases=_ALIASES)
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``section.key=value`` strings to nested dicts (values parsed as YAML scalars).
+def apply_overrides(data: dict, overrides: list[str], *, prefix: str = "") -> dict:
+    """Apply ``section.key=value`` strings to nested dicts (values parsed as YAML scalars);
+    errors spell keys with ``prefix`` (``"run."`` in an experiment).
 
     >>> apply_overrides({"loss": {"mode": "kd"}}, ["loss.divergence=rkl", "optim.lr=1e-4"])
     {'loss': {'mode': 'kd', 'divergence': 'rkl'}, 'optim': {'lr': '1e-4'}}
     """
-    return configfile.apply_overrides(RunConfig, data, overrides, aliases=_ALIASES)
+    return configfile.apply_overrides(RunConfig, data, overrides, aliases=_ALIASES, prefix=prefix)
 
 
 def _resolve_path(raw: str, config_path: Path | None) -> str:

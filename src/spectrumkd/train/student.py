@@ -8,7 +8,7 @@
 2. heals the pruned copy with a short KD run through the ordinary loop
    (:func:`spectrumkd.train.loop.train`: teacher → student, ``ce_weight``·CE + (1−``ce_weight``)·D,
    one pass over ``heal_steps × heal_batch_size`` rows), the recipe of NVIDIA's Minitron
-   (prune, then distil to recover), at ~20 minutes' cost on 2 CPU cores for SmolLM2-135M, with
+   (prune, then distil to recover), at 28–33 minutes measured on 2 CPU cores for SmolLM2-135M, with
    a progress bar and checkpoints: an interrupted build resumes (``<build>.work/``);
 3. measures the mean response CE (nats/token, the scoring metric) of the teacher, the pruned and
    the healed student on held-out calibration rows, and writes a normal Hugging Face folder with a
@@ -34,7 +34,7 @@ import json
 import shlex
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -51,13 +51,15 @@ class StudentConfig:
     """How to make a student from a teacher (``spectrumkd student`` options)."""
 
     teacher: str = "smollm2"
-    """Teacher spec: ``smollm2``, a hub id, a folder or a ``.gguf`` file."""
+    """Teacher spec: smollm2, qwen2.5-coder-0.5b/-1.5b, a hub id, a folder or a .gguf file."""
     keep: int | None = None
     """Decoder layers to keep; unset: two thirds of the teacher's (rounded down; SmolLM2: 20 of 30)."""
-    method: str = "angular"
+    # The choices are spelled here so that ``--help`` needs no torch; tests/train/test_student.py
+    # checks them against models.importance.METHODS and losses.objective.DIVERGENCES.
+    method: str = field(default="angular", metadata={"choices": ("angular", "bi", "every")})
     """angular (Gromov et al. 2024), bi (ShortGPT Block Influence) or every (every k-th layer)."""
     every: int | None = None
-    """The stride of ``method=every``; unset: ceil(layers / keep)."""
+    """The stride of method every; unset: ceil(layers / keep)."""
     refine: int = 4
     """angular: score this many closest blocks by calibration CE and keep the best (1: Gromov's rule)."""
     refine_rows: int = 16
@@ -65,20 +67,31 @@ class StudentConfig:
     calibration: str = "spectrumkd:sinst/calib.jsonl"
     """Rows for the importance measurement and the CE figures of the card."""
     calibration_rows: int = 64
+    """How many calibration rows (the first ones) are read."""
     heal_data: str = "spectrumkd:sinst/heal.jsonl"
+    """Rows of the healing KD run (disjoint from every packaged Dolly row)."""
     heal_steps: int = 100
     """Optimizer steps of healing; 0 skips healing."""
     heal_batch_size: int = 4
+    """Rows per healing step."""
     heal_lr: float = 3e-4
+    """Peak learning rate of healing (AdamW)."""
     heal_ce_weight: float = 0.3
-    heal_divergence: str = "rkl"
+    """Healing loss: ce_weight·CE + (1 − ce_weight)·divergence(teacher, student)."""
+    heal_divergence: str = field(default="rkl", metadata={
+        "choices": ("fkl", "rkl", "jsd", "tvd", "skl", "srkl")})
+    """The divergence of the healing loss."""
     heal_on_policy: float = 0.0
     """Probability per healing step that the responses are the student's own samples (GKD's λ),
     trained on the divergence alone; 0: the healing data's responses only."""
     template: str = "dolly"
+    """Prompt template of the calibration and healing rows."""
     max_prompt_length: int = 256
+    """Drop calibration/healing rows with longer prompts (tokens)."""
     max_length: int = 512
+    """Drop calibration/healing rows longer than this (prompt + response tokens)."""
     seed: int = 0
+    """Seed of the healing run (its batch order; the pruning itself is deterministic)."""
 
     def __post_init__(self) -> None:
         from spectrumkd.models.importance import METHODS
@@ -222,13 +235,7 @@ def build_student(cfg: StudentConfig, out: str | Path | None = None, *, overwrit
     With ``out``, the folder is copied there; an existing non-empty ``out`` is refused unless
     ``overwrite``. Returns ``out`` or the cache folder.
     """
-    from spectrumkd.models import (
-        cache_dir,
-        load_model,
-        load_tokenizer,
-        model_fingerprint,
-        resolve_spec,
-    )
+    from spectrumkd.models import cache_dir, model_fingerprint, open_model
 
     out = Path(out) if out is not None else None
     if out is not None:  # --overwrite replaces a student folder, never the teacher or the data
@@ -239,9 +246,8 @@ def build_student(cfg: StudentConfig, out: str | Path | None = None, *, overwrit
     if out is not None and out.exists() and any(out.iterdir()) and not overwrite:
         raise SpectrumKDError(f"{out} exists and is not empty; pass --overwrite to replace it")
     t0 = time.perf_counter()
-    spec, gguf = resolve_spec(cfg.teacher)
-    teacher = load_model(spec, gguf_file=gguf, device="cpu")
-    tokenizer = load_tokenizer(spec, gguf_file=gguf)
+    opened = open_model(cfg.teacher, device="cpu")
+    teacher, tokenizer, spec = opened.model, opened.tokenizer, opened.source
     fingerprint = model_fingerprint(teacher)
     if cfg.keep is None:  # the same student as the explicit number: one cache entry, one card
         n = teacher.config.num_hidden_layers
