@@ -52,7 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "512 minus the prompt, math/code 1024)")
     p.add_argument("--shots", type=int, help="math few-shot examples (default 8 GSM8K, 4 MATH)")
     p.add_argument("--timeout", type=float, default=10.0, help="code: seconds per program (default 10)")
-    p.add_argument("--memory-mb", type=int, default=1024, help="code: address-space limit in MiB (default 1024)")
+    p.add_argument("--memory-mb", type=int, default=1024,
+                   help="code: memory cap per program in MiB, heap plus its tmpfs (a memory cgroup "
+                        "where root can make one; default 1024)")
     p.add_argument("--workers", type=int, default=2, help="code: programs run in parallel (default 2)")
     p.add_argument("--allow-unsandboxed", action="store_true",
                    help="code: run model-written programs without OS isolation when bubblewrap "
