@@ -674,7 +674,8 @@ def render_markdown(results: dict) -> str:
         gain_s = "" if name == results["baseline"] else (f"{gain:+.1f}%" if gain is not None else "—")
         p = "" if name == results["baseline"] else _fmt(r.get("p_vs_baseline"), 3)
         pp = "" if name == results["baseline"] else _fmt(r.get("p_prompts_vs_baseline"), 3)
-        mean = f"{_fmt(r['rougeL_mean'])} ± {_fmt(r['rougeL_std'])}" if r["n_seeds"] else "—"
+        mean = ("—" if not r["n_seeds"] else _fmt(r["rougeL_mean"]) if r["n_seeds"] == 1
+                else f"{_fmt(r['rougeL_mean'])} ± {_fmt(r['rougeL_std'])}")  # one seed has no spread
         lines.append(f"| {name} | {mean} | {r['n_seeds']} | {r['steps'] or '—'} | {gain_s} | {p} | {pp} |")
     if "teacher" in refs:
         lines.append(f"| teacher | {_fmt(refs['teacher']['rougeL_mean'])} | | | | | |")

@@ -1,4 +1,4 @@
-"""experiment.arm_seeds: control arms may run fewer training seeds than the main arms."""
+"""experiment.arm_seeds: control arms may run fewer training seeds than the main arms; one-seed tables."""
 
 from __future__ import annotations
 
@@ -40,3 +40,16 @@ def test_seeds_outside_the_common_list_run_too():
 def test_bad_arm_seeds_are_refused(arm_seeds, match):
     with pytest.raises(SpectrumKDError, match=match):
         ExperimentConfig(arms={"full": {}}, arm_seeds=arm_seeds)
+
+
+def test_one_seed_prints_no_spread():
+    from spectrumkd.experiment import render_markdown
+
+    row = {"n_seeds": 1, "rougeL_mean": 11.31, "rougeL_std": 0.0, "steps": 24}
+    two = {**row, "n_seeds": 2, "rougeL_std": 0.5}
+    results = {"baseline": "full", "arms": {"full": row, "x": two}, "references": {},
+               "eval": {"data": "d", "limit": 2, "seeds": [10], "max_new_tokens": 8},
+               "train_seeds": [0], "test": "t", "comparisons": []}
+    text = render_markdown(results)
+    assert "| full | 11.31 | 1 |" in text and "± 0.00" not in text
+    assert "| x | 11.31 ± 0.50 | 2 |" in text
