@@ -252,15 +252,15 @@ class RunDir:
         return removed
 
 
-_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$|^(?P<folder>.+)\.tmp$")
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$|^(?P<folder>.+)\.tmp(-[A-Za-z0-9_]+)?$")
 
 
 def leftover_of(name: str) -> str | None:
     """The run file whose temporary copy ``name`` is (``.config.yaml.k3j_x9a2.tmp`` of an atomic
-    write, ``teacher_cache.tmp`` of the teacher cache), or None: such a file is what a killed
-    writer leaves, and it never blocks a rerun or ``--resume``.
+    write, ``teacher_cache.tmp-k3j_x9a2`` of the teacher cache), or None: such a file is what a
+    killed writer leaves, and it never blocks a rerun or ``--resume``.
 
-    >>> leftover_of(".config.yaml.k3j_x9a2.tmp"), leftover_of("teacher_cache.tmp"), leftover_of("notes.tmp")
+    >>> leftover_of(".config.yaml.k3j_x9a2.tmp"), leftover_of("teacher_cache.tmp-k3j_x9a2"), leftover_of("notes.tmp")
     ('config.yaml', 'teacher_cache', None)
     """
     m = _LEFTOVER.match(name)

@@ -137,6 +137,27 @@ def test_cache_is_reused_refused_or_rebuilt_on_mismatch(tmp_path, tok, examples,
     assert "rebuilding" in logs[3] and "logprobs.npy is missing" in logs[3]
 
 
+def test_processes_building_one_cache_at_once_both_succeed(tmp_path, tok, examples, teacher):
+    # Two experiment shards on one machine evaluate on the same rows: each writes its own temp
+    # folder; the one that renames second finds the complete cache and drops its copy.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from spectrumkd.evaluate.teacher_logprobs import _folder_name, _write
+
+    fingerprint = logprobs_fingerprint(teacher, examples, len(tok))
+    folder = tmp_path / _folder_name(fingerprint)
+    write = lambda: _write(folder, teacher, examples, fingerprint, pad_id=tok.pad_token_id,  # noqa: E731
+                           batch_size=4)
+    with ThreadPoolExecutor(2) as pool:
+        for f in [pool.submit(write), pool.submit(write)]:
+            f.result()
+    write()  # and once more onto the finished cache
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # no temp folder left
+    cached = TeacherLogprobs.open(folder, fingerprint)
+    got = heldout(teacher, examples, pad_id=tok.pad_token_id, teacher=cached)
+    assert got["heldout_kl"] == pytest.approx(0.0, abs=1e-3)
+
+
 def test_sample_nll_matches_a_float64_reference(tok, teacher):
     prompts = ["Name two colours.", "Who sat on the mat?", "Say hi"]
     samples = [[5, 6, 7, tok.eos_token_id], [], [9, 10]]

@@ -5,7 +5,9 @@ position of the held-out rows, for every model evaluated against it (each arm, e
 point of a training curve, while the teacher itself is often not in memory). One teacher pass
 writes them to disk; later readers memory-map them.
 
-On disk (a folder, written to ``<folder>.tmp`` and renamed when complete)::
+On disk (a folder, written to a fresh ``<folder>.tmp-*`` and renamed when complete, so processes that
+build the same cache at once, e.g. two experiment shards on one machine, never share a
+half-written folder; the first rename wins and the others drop their copy)::
 
     index.json     {"spectrumkd": "teacher_logprobs", "format", "teacher_fingerprint",
                     "dataset_fingerprint", "vocab_size", "dtype", "n_tokens", "created",
@@ -35,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -168,9 +171,8 @@ def _write(folder: Path, teacher, examples: Sequence, fingerprint: dict, *, pad_
     vocab = fingerprint["vocab_size"]
     counts = [sum(1 for label in ex.labels[1:] if label != -100) for ex in examples]
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.tmp-"))
     out = np.lib.format.open_memmap(tmp / _ARRAY, mode="w+", dtype=np.float16,
                                     shape=(int(offsets[-1]), vocab))
     collate = Collator(pad_id)
@@ -192,6 +194,11 @@ def _write(folder: Path, teacher, examples: Sequence, fingerprint: dict, *, pad_
               "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "examples": [[str(ex.id), int(offsets[i]), counts[i]] for i, ex in enumerate(examples)]}
     (tmp / _INDEX).write_text(json.dumps(header), encoding="utf-8")
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
+    if folder.exists() and _mismatch(folder, fingerprint) is not None:
+        shutil.rmtree(folder)  # an older format or a torn write: replaced
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process renamed its copy first
+        if _mismatch(folder, fingerprint) is not None:
+            raise
+        shutil.rmtree(tmp)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -238,10 +239,9 @@ def write_teacher_cache(
     k_eff = min(k, vocab_size)
     counts = [response_positions(ex.labels) for ex in examples]
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # A fresh temp folder: processes writing the same cache at once never share a half-written one.
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.tmp-"))
     ids_mm = np.lib.format.open_memmap(tmp / _IDS, mode="w+", dtype=np.int32,
                                        shape=(int(offsets[-1]), k_eff))
     lp_mm = np.lib.format.open_memmap(tmp / _LOGPROBS, mode="w+", dtype=_NP_DTYPES[dtype],
@@ -271,8 +271,11 @@ def write_teacher_cache(
                      vocab_size=vocab_size, fingerprint=fingerprint)
     (tmp / _INDEX).write_text(json.dumps(header), encoding="utf-8")
     if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process renamed its copy of this cache first
+        shutil.rmtree(tmp)
     return TeacherCache.open(folder)
 
 
